@@ -1,0 +1,22 @@
+"""Hashing methods: the `Hasher` contract, the registry, and one module per method."""
+from methods.base import Hasher, InputError, NotFittedError, pack_bits, unpack_bits
+from methods.registry import (
+    UnknownMethodError,
+    describe_methods,
+    get_method,
+    method_names,
+    register_method,
+)
+
+__all__ = [
+    "Hasher",
+    "InputError",
+    "NotFittedError",
+    "UnknownMethodError",
+    "describe_methods",
+    "get_method",
+    "method_names",
+    "pack_bits",
+    "register_method",
+    "unpack_bits",
+]
