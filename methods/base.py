@@ -189,6 +189,19 @@ class Hasher:
                 total += int(sum(p.numel() for p in value.parameters()))
         return total
 
+    # ----------------------------------------------------------------- diagnostics
+    def training_history(self) -> dict[str, list[float]]:
+        """Per-epoch training curves (e.g. ``{"loss": [...]}``) that the harness logs as stepped metrics.
+
+        Methods that train iteratively store them in ``history_``; this is diagnostics, never a score.
+        """
+        return dict(getattr(self, "history_", {}) or {})
+
+    def run_info(self) -> dict[str, Any]:
+        """Scalar facts about the fitted model the harness logs beside ``n_parameters`` (e.g.
+        ``backbone_parameters``, the count of a frozen feature extractor). Default: none."""
+        return {}
+
     # ----------------------------------------------------------------- to implement
     def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:
         raise NotImplementedError
