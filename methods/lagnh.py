@@ -1,0 +1,351 @@
+"""LAGNH: Lightweight Augmented Graph Network Hashing (Cui et al., ACM MM 2021, arXiv 2108.03914).
+
+Math contract (from the authors' code ``christinecui/LAGNH``; the paper body was not available). For a
+batch of ``n`` items with features ``x_i`` (d) and multi-hot tags ``p_i`` (T):
+
+    u_i = W_v x_i + b_v,   t_i = W_t p_i + b_t                               (embed_dim = 512)
+    a_ij = relu(cos(u_i, t_j)),  â_i = a_i / ||a_i||_2,  f_i = u_i + Σ_j â_ij t_j   (attention across the batch)
+    S_ij = exp(-||f_i - f_j||² / (2σ²)) + w·p_i·p_j,   Â = D⁻¹ S                  (dense, row-stochastic)
+    H = relu(Â · drop(F) · W1),  Z = Â · drop(H) · W2,  C = Z W_c + b_c            (hidden 1024, no biases)
+    code = sign(Z)  (bit = z >= 0; `project` returns Z)
+
+trained with a discriminator ``D: bits -> 64 -> 32 -> 1`` against the prior ``N(0, I)``:
+
+    L_D = BCE(D(ε), 1) + BCE(D(z), 0)
+    L_G = adv·BCE(D(z), 1) + λ·MSE(z, sign z) + α·SoftMargin(C, P) + β·MSE(relu(z̄ z̄ᵀ), R)
+
+``z̄`` the row-L2-normalised ``z``, ``R`` the reconstruction target (``rec_target``). Per shuffled batch:
+one discriminator step, then ``g_steps`` generator steps, Adam(lr) for both (authors: 5 steps, lr 1e-4,
+batch 1024, 300 epochs, adv = λ = α = 1, β = 100, hidden 1024, from ``ARGA/test_coco.sh``).
+
+Where the authors' code is unclear or faulty, the choice is a hyper-parameter whose default is the
+authors' behaviour:
+
+* ``sigma``: kernel bandwidth in the ``2σ²`` convention, ``S = exp(-d²/(2σ²))``. The authors divide
+  ``d²`` by ``theta = 2``, i.e. ``sigma = 1.0``. ``"median"`` sets ``σ² = median_{i≠j} d²_ij`` of the
+  current batch (``2σ² = 2·median``: a pair at the median distance gets ``e^{-1/2}``), held constant
+  for the gradient; in anchored encoding it is the anchors' median. With unnormalised features and
+  ``sigma = 1`` the graph can collapse to ``Â ≈ I``: ``history_["graph_offdiag_mean"]`` shows it.
+* ``rec_target``: ``"raw"`` = ``P Pᵀ`` (authors; counts shared tags, exceeds the prediction's range
+  [0, 1]), ``"clipped"`` = ``min(1, P Pᵀ)``, ``"cosine"`` = ``cos(p_i, p_j)``.
+* ``tag_graph_weight`` ``w``: the authors' ``fusion_factor`` (forced to 0 in their training script;
+  their tag graph is the raw ``P Pᵀ``).
+* ``normalize_input``: L2-normalise each feature row first (the dossier's scale caveat; authors: no).
+
+Query encoding (``encode_mode``):
+
+* ``"transductive"`` (authors): consecutive batches of ``encode_batch_size`` (256) rows in the given
+  order, each building its own attention and graph, so a code depends on its batch-mates.
+* ``"anchored"``: ``n_anchors`` training items drawn with the seed at fit time (features and tags
+  stored) form a fixed reference batch. Each query is encoded as the last row of the graph on
+  ``[anchors; query]`` whose anchor rows are those of the anchors alone: the query attends to the
+  anchors' tags and its own, its graph row spans the anchors and itself, and its two convolutions read
+  the anchors' (fixed) ``f W1`` and ``h W2``. A code therefore depends on nothing but its own row
+  (see `methods.lagnh_model.anchored_rows`). ``batch_dependent`` stays True for the class because the
+  authors' mode is.
+
+Ablations (same hyper-parameters): ``lagnh-noaux`` (no tags at all: ``f = u``, no classifier, target
+``relu(cos(x_i, x_j))``), ``lagnh-noadv`` (no discriminator), ``lagnh-norec`` (no reconstruction
+loss), ``lagnh-noatt`` (``f = u``; classifier and tag target kept).
+
+This module imports numpy only; torch and torch_geometric are imported by `fit` / `project`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from methods.base import Hasher, InputError
+from methods.registry import register_method
+
+# Preset training schedules; a preset fills the schedule hyper-parameters left as None.
+# early_stop_patience 0 = no early stopping. "fast" is provisional until the schedule study.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "authors": {"epochs": 300, "batch_size": 1024, "g_steps": 5, "early_stop_patience": 0, "early_stop_tol": 0.0},
+    "fast": {"epochs": 60, "batch_size": 1024, "g_steps": 5, "early_stop_patience": 10, "early_stop_tol": 1e-3},
+}
+REC_TARGETS = ("raw", "clipped", "cosine")
+ENCODE_MODES = ("anchored", "transductive")
+
+
+def check_tags(tags: Any, n_tags: int | None = None) -> np.ndarray:
+    """Validate a tag matrix (n, T) of multi-hot 0/1 values (scores in [0, 1] accepted); float32."""
+    P = np.asarray(tags)
+    if P.ndim != 2 or P.shape[1] == 0:
+        raise InputError(f"tags must be a 2-D (n_samples, n_tags) multi-hot array, got shape {P.shape}")
+    if not (np.issubdtype(P.dtype, np.number) or P.dtype == bool) or np.issubdtype(P.dtype, np.complexfloating):
+        raise InputError(f"tags must be numeric 0/1, got dtype {P.dtype}")
+    P = P.astype(np.float32)
+    if not np.all(np.isfinite(P)):
+        raise InputError("tags have NaN or infinite values")
+    if P.size and (P.min() < 0 or P.max() > 1):
+        raise InputError(f"tags must be multi-hot 0/1 (or scores in [0, 1]); got values in [{P.min()}, {P.max()}]")
+    if n_tags is not None and P.shape[1] != n_tags:
+        raise InputError(f"tags have {P.shape[1]} columns, the method was fitted on {n_tags}")
+    return P
+
+
+def l2_normalize_rows(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return (X / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@register_method
+class LAGNH(Hasher):
+    """LAGNH with the authors' losses and architecture (see the module docstring for the math).
+
+    Args:
+        n_bits: code length (= the second graph convolution's width).
+        seed: seeds initialisation, dropout, batch order, the prior samples and the anchors.
+        schedule: ``"fast"`` or ``"authors"`` (300 epochs, batch 1024, 5 generator steps, no early
+            stop); fills ``epochs``, ``batch_size``, ``g_steps``, ``early_stop_*`` left as None.
+        epochs, batch_size, g_steps: passes over the data, items per batch (= per graph), generator
+            steps per discriminator step.
+        early_stop_patience, early_stop_tol: stop when the epoch's mean generator loss (training
+            data) has not fallen below ``best·(1 - tol)`` for ``patience`` epochs; 0 disables.
+        lr: Adam learning rate of generator and discriminator.
+        hidden, embed_dim, dropout: widths of the first convolution and of ``u``/``t``; dropout rate.
+        adv_weight, lamda, alpha, beta: weights of the adversarial, quantisation, classification and
+            reconstruction losses.
+        sigma, rec_target, tag_graph_weight, normalize_input: see the module docstring.
+        encode_mode: ``"anchored"`` or ``"transductive"``.
+        encode_batch_size: rows per graph in transductive mode (authors 256); rows per chunk (memory
+            only) in anchored mode.
+        n_anchors: anchors in anchored mode; None = ``batch_size - 1`` (a query's graph then has as
+            many nodes as a training graph). Capped at the training size.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+
+    Fitted attributes: ``net_`` (the trained encoder, CPU), ``anchor_features_`` / ``anchor_tags_``,
+    ``n_tags_``, ``history_`` (per-epoch ``loss_d``, ``loss_g``, ``loss_adv``, ``loss_quant``,
+    ``loss_cls``, ``loss_rec``, ``graph_offdiag_mean``, ``graph_self_weight``), ``fit_info_``.
+    """
+
+    name = "lagnh"
+    family = "graph"
+    side_inputs = ("tags",)
+    batch_dependent = True
+    reference = (
+        "H. Cui, L. Zhu, J. Li, Z. Cheng, Z. Zhang, Two-pronged Strategy: Lightweight Augmented Graph "
+        "Network Hashing for Scalable Image Retrieval, ACM MM 2021, pp. 1432-1440 (arXiv 2108.03914)"
+    )
+    # Small settings for methods.testing's conformance checks.
+    conformance_params = {
+        "epochs": 2, "batch_size": 100, "g_steps": 2, "hidden": 64, "embed_dim": 32, "n_anchors": 40, "device": "cpu",
+    }
+
+    # Components; the ablations switch them off.
+    _uses_tags = True
+    _attention = True
+    _classifier = True
+    _adversarial = True
+    _reconstruction = True
+
+    def __init__(
+        self,
+        n_bits: int,
+        *,
+        seed: int = 0,
+        schedule: str = "fast",
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        g_steps: int | None = None,
+        early_stop_patience: int | None = None,
+        early_stop_tol: float | None = None,
+        lr: float = 1e-4,
+        hidden: int = 1024,
+        embed_dim: int = 512,
+        dropout: float = 0.5,
+        adv_weight: float = 1.0,
+        lamda: float = 1.0,
+        alpha: float = 1.0,
+        beta: float = 100.0,
+        sigma: float | str = 1.0,
+        rec_target: str = "raw",
+        tag_graph_weight: float = 0.0,
+        normalize_input: bool = False,
+        encode_mode: str = "anchored",
+        encode_batch_size: int = 256,
+        n_anchors: int | None = None,
+        device: str = "auto",
+    ) -> None:
+        super().__init__(n_bits, seed=seed)
+        self.schedule = schedule
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.g_steps = g_steps
+        self.early_stop_patience = early_stop_patience
+        self.early_stop_tol = early_stop_tol
+        self.lr = lr
+        self.hidden = hidden
+        self.embed_dim = embed_dim
+        self.dropout = dropout
+        self.adv_weight = adv_weight
+        self.lamda = lamda
+        self.alpha = alpha
+        self.beta = beta
+        self.sigma = sigma
+        self.rec_target = rec_target
+        self.tag_graph_weight = tag_graph_weight
+        self.normalize_input = normalize_input
+        self.encode_mode = encode_mode
+        self.encode_batch_size = encode_batch_size
+        self.n_anchors = n_anchors
+        self.device = device
+
+    # ----------------------------------------------------------------- settings
+    def resolved_schedule(self) -> dict[str, Any]:
+        """``epochs``, ``batch_size``, ``g_steps``, ``early_stop_*``: given values, else the preset's."""
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
+        out = {}
+        for key, default in SCHEDULES[self.schedule].items():
+            value = getattr(self, key)
+            out[key] = default if value is None else value
+        for key in ("epochs", "batch_size", "g_steps"):
+            if not isinstance(out[key], (int, np.integer)) or out[key] < 1:
+                raise InputError(f"{key} must be a positive integer, got {out[key]!r}")
+        if not isinstance(out["early_stop_patience"], (int, np.integer)) or out["early_stop_patience"] < 0:
+            raise InputError(f"early_stop_patience must be an integer >= 0 (0: off), got {out['early_stop_patience']!r}")
+        if not out["early_stop_tol"] >= 0:
+            raise InputError(f"early_stop_tol must be >= 0, got {out['early_stop_tol']!r}")
+        return {k: (int(v) if k != "early_stop_tol" else float(v)) for k, v in out.items()}
+
+    def _check_settings(self) -> None:
+        if not (self.sigma == "median" or (isinstance(self.sigma, (int, float)) and self.sigma > 0)):
+            raise InputError(f"sigma must be a positive number or 'median', got {self.sigma!r}")
+        if self.rec_target not in REC_TARGETS:
+            raise InputError(f"rec_target must be one of {REC_TARGETS}, got {self.rec_target!r}")
+        if self.encode_mode not in ENCODE_MODES:
+            raise InputError(f"encode_mode must be one of {ENCODE_MODES}, got {self.encode_mode!r}")
+        if not self.tag_graph_weight >= 0:
+            raise InputError(f"tag_graph_weight must be >= 0, got {self.tag_graph_weight!r}")
+        if self.tag_graph_weight and not self._uses_tags:
+            raise InputError(f"{self.name} uses no tags, so tag_graph_weight must be 0")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for key in ("hidden", "embed_dim", "encode_batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise InputError(f"{key} must be a positive integer, got {value!r}")
+        if self.n_anchors is not None and (not isinstance(self.n_anchors, (int, np.integer)) or self.n_anchors < 1):
+            raise InputError(f"n_anchors must be a positive integer or None, got {self.n_anchors!r}")
+
+    def _prepare(self, X: np.ndarray) -> np.ndarray:
+        return l2_normalize_rows(X) if self.normalize_input else X.astype(np.float32, copy=False)
+
+    def _tags(self, side: dict[str, np.ndarray], n_tags: int | None) -> np.ndarray | None:
+        return check_tags(side["tags"], n_tags) if self._uses_tags else None
+
+    # ----------------------------------------------------------------- fit / project
+    def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:
+        from methods import lagnh_model
+
+        self._check_settings()
+        sched = self.resolved_schedule()
+        P = self._tags(side, None)
+        Xp = self._prepare(X)
+        config = lagnh_model.TrainConfig(
+            epochs=sched["epochs"], batch_size=sched["batch_size"], g_steps=sched["g_steps"],
+            lr=float(self.lr), adv_weight=float(self.adv_weight), lamda=float(self.lamda),
+            alpha=float(self.alpha) if self._classifier else 0.0,
+            beta=float(self.beta) if self._reconstruction else 0.0,
+            sigma=self.sigma if self.sigma == "median" else float(self.sigma),
+            rec_target=self.rec_target if self._uses_tags else "features",
+            tag_graph_weight=float(self.tag_graph_weight), adversarial=self._adversarial,
+            early_stop_patience=sched["early_stop_patience"], early_stop_tol=sched["early_stop_tol"],
+            seed=int(self.seed),
+        )
+        device = lagnh_model.resolve_device(self.device)
+        net, history, info = lagnh_model.train(
+            Xp, P, int(self.n_bits), config, embed_dim=int(self.embed_dim), hidden=int(self.hidden),
+            dropout=float(self.dropout), attention=self._attention, classifier=self._classifier, device=device,
+        )
+        m = min(X.shape[0], int(self.n_anchors) if self.n_anchors is not None else sched["batch_size"] - 1)
+        m = max(m, 1)
+        idx = np.sort(np.random.default_rng(self.seed).choice(X.shape[0], size=m, replace=False))
+        self.net_ = net
+        self.n_tags_ = 0 if P is None else P.shape[1]
+        self.anchor_features_ = np.array(X[idx], dtype=np.float32)
+        self.anchor_tags_ = None if P is None else P[idx].copy()
+        self.history_ = history
+        self.fit_info_ = {**sched, **info, "n_anchors": m, "device": str(device)}
+
+    def _project(self, X: np.ndarray, **side: np.ndarray) -> np.ndarray:
+        from methods import lagnh_model
+
+        self._check_settings()
+        P = self._tags(side, self.n_tags_)
+        device = lagnh_model.resolve_device(self.device)
+        sigma = self.sigma if self.sigma == "median" else float(self.sigma)
+        if self.encode_mode == "transductive":
+            return lagnh_model.encode_transductive(
+                self.net_, self._prepare(X), P, sigma=sigma, tag_graph_weight=float(self.tag_graph_weight),
+                batch_size=int(self.encode_batch_size), device=device,
+            )
+        return lagnh_model.encode_anchored(
+            self.net_, self._prepare(X), P, self._prepare(self.anchor_features_), self.anchor_tags_,
+            sigma=sigma, tag_graph_weight=float(self.tag_graph_weight), chunk=int(self.encode_batch_size),
+            device=device,
+        )
+
+    # ----------------------------------------------------------------- diagnostics
+    def n_parameters(self) -> int:
+        """Trained encoder: ``W_v, b_v`` (d·e + e), ``W_t, b_t`` (T·e + e), ``W1`` (e·hidden),
+        ``W2`` (hidden·bits), classifier ``W_c, b_c`` (bits·T + T); ablations drop what they remove.
+        The discriminator (training only) and the anchors are in `run_info`."""
+        self._check_fitted()
+        return int(sum(p.numel() for p in self.net_.parameters()))
+
+    def run_info(self) -> dict[str, Any]:
+        """Resolved schedule, epochs run, discriminator size, stored anchor values, last graph statistics."""
+        if not self.is_fitted():
+            return {}
+        info = dict(self.fit_info_)
+        anchored = self.encode_mode == "anchored"
+        info["anchor_values"] = (
+            int(self.anchor_features_.size + (0 if self.anchor_tags_ is None else self.anchor_tags_.size))
+            if anchored else 0
+        )
+        info["encode_mode"] = self.encode_mode
+        info["rec_target"] = self.rec_target if self._uses_tags else "features"
+        for key in ("graph_offdiag_mean", "graph_self_weight"):
+            if self.history_.get(key):
+                info[key] = self.history_[key][-1]
+        return info
+
+
+@register_method
+class LAGNHNoAux(LAGNH):
+    """LAGNH without auxiliary semantics: no tags, ``f = u``, no classifier, reconstruction target
+    ``relu(cos(x_i, x_j))`` of the (optionally normalised) input features."""
+
+    name = "lagnh-noaux"
+    side_inputs = ()
+    _uses_tags = False
+    _attention = False
+    _classifier = False
+
+
+@register_method
+class LAGNHNoAdv(LAGNH):
+    """LAGNH without the discriminator (no adversarial regularisation)."""
+
+    name = "lagnh-noadv"
+    _adversarial = False
+
+
+@register_method
+class LAGNHNoRec(LAGNH):
+    """LAGNH without the similarity-graph reconstruction loss."""
+
+    name = "lagnh-norec"
+    _reconstruction = False
+
+
+@register_method
+class LAGNHNoAtt(LAGNH):
+    """LAGNH without cross-modal attention (``f = u``); classifier and tag reconstruction kept."""
+
+    name = "lagnh-noatt"
+    _attention = False

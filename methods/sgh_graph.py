@@ -1,0 +1,228 @@
+"""Scalable Graph Hashing with feature transformation (SGH), Jiang & Li, IJCAI 2015.
+
+Registered as ``"sgh-graph"`` (``"sgh"`` is Dai et al.'s Stochastic Generative Hashing).
+
+Target similarity, on training rows scaled so that ``||x|| <= 1`` (centred by the training mean,
+divided by the largest training norm) and ``ρ = 2``:
+
+    S_ij = 2 exp(-||x_i - x_j||² / ρ) - 1 ∈ (-1, 1].
+
+Feature transformation: with ``exp(t) ≈ sinh(1) t + cosh(1)`` on ``t = 2 x_iᵀx_j / ρ ∈ [-1, 1]``,
+``S`` is approximated by ``S̃ = P Qᵀ`` for the n × (d + 2) matrices with rows
+
+    P(x) = [ sqrt(2 (e - e⁻¹) / ρ) e^{-||x||²/ρ} x,  sqrt(e + e⁻¹) e^{-||x||²/ρ},  1 ]
+    Q(x) = [ sqrt(2 (e - e⁻¹) / ρ) e^{-||x||²/ρ} x,  sqrt(e + e⁻¹) e^{-||x||²/ρ}, -1 ],
+
+so the n × n graph is never formed. Hash functions ``h_k(x) = sign(K(x) w_k)`` act on the centred RBF
+kernel features ``K(x)_j = exp(-||x - a_j||² / (2δ)) - κ_j`` to m anchors ``a_j`` sampled from the
+training rows, ``δ`` the mean squared training-to-anchor distance, ``κ`` the training mean of the
+kernel. Objective ``min ||c S̃ - B Bᵀ||²_F``, ``B = sign(K W)``, ``c = n_bits``, learned one bit at a
+time on the residual ``R_t = c S̃ - Σ_{k<t} b_k b_kᵀ``: bit ``t`` solves the generalised eigenproblem
+
+    (Kᵀ R_t K) w = λ (Kᵀ K + γ I) w   (largest λ),
+
+then ``Kᵀ R_{t+1} K = Kᵀ R_t K - (Kᵀ b_t)(Kᵀ b_t)ᵀ`` with ``b_t = sign(K w_t)``. After the sequential
+pass, ``refine_passes`` passes revisit each bit in a random order (its term is added back, the bit
+re-solved and removed again), as the authors' ``trainSGH_seq.m`` does once.
+
+Family "shallow": like Spectral Hashing it is a non-deep, graph-derived method with a closed-form
+learner; the project's "graph" family is for methods that learn with a graph network (LAGNH).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from methods.base import Hasher, InputError
+from methods.registry import register_method
+
+_BLOCK_ROWS = 8192
+# exp(t) ≈ sinh(1) t + cosh(1) on [-1, 1]: interpolates exp at ±1; its largest error is at t = ln sinh(1).
+_EXP_LINEAR_MAX_ERROR = float(math.cosh(1) + math.sinh(1) * math.log(math.sinh(1)) - math.sinh(1))
+
+
+def transformed_features(X: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(P, Q)`` of the module docstring, float64 (n, d + 2); ``P Qᵀ = S̃``."""
+    X = np.asarray(X, dtype=np.float64)
+    decay = np.exp(-np.einsum("ij,ij->i", X, X) / rho)
+    part = math.sqrt(2 * (math.e - 1 / math.e) / rho) * X * decay[:, None]
+    middle = math.sqrt(math.e + 1 / math.e) * decay
+    ones = np.ones(X.shape[0])
+    P = np.column_stack([part, middle, ones])
+    Q = np.column_stack([part, middle, -ones])
+    return P, Q
+
+
+def approximate_similarity(X: np.ndarray, Y: np.ndarray, rho: float) -> np.ndarray:
+    """``S̃(x, y) = 2 e^{-||x||²/ρ} e^{-||y||²/ρ} (sinh(1) 2xᵀy/ρ + cosh(1)) - 1``, computed directly."""
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    decay = np.exp(-(X**2).sum(1) / rho)[:, None] * np.exp(-(Y**2).sum(1) / rho)[None, :]
+    return 2 * decay * (math.sinh(1) * 2 * (X @ Y.T) / rho + math.cosh(1)) - 1
+
+
+def squared_distances(X: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """``||x_i - a_j||²`` (n, m), float64, clipped at 0 against rounding."""
+    X = np.asarray(X, dtype=np.float64)
+    d2 = (X**2).sum(1)[:, None] - 2 * X @ anchors.T + (anchors**2).sum(1)[None, :]
+    return np.maximum(d2, 0.0)
+
+
+def rbf_features(X: np.ndarray, anchors: np.ndarray, bandwidth: float) -> np.ndarray:
+    """``exp(-||x - a_j||² / (2 δ))`` (n, m), by blocks of rows."""
+    out = np.empty((X.shape[0], anchors.shape[0]))
+    for start in range(0, X.shape[0], _BLOCK_ROWS):
+        out[start : start + _BLOCK_ROWS] = np.exp(
+            -squared_distances(X[start : start + _BLOCK_ROWS], anchors) / (2 * bandwidth)
+        )
+    return out
+
+
+def top_generalized_eigenvector(A: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """The eigenvector of the largest ``λ`` in ``A w = λ Z w`` (A symmetrised; ``wᵀ Z w = 1``), its sign
+    fixed so that its largest-magnitude entry is positive (the solver's sign is arbitrary)."""
+    m = A.shape[0]
+    _, vectors = scipy.linalg.eigh(0.5 * (A + A.T), Z, subset_by_index=[m - 1, m - 1])
+    w = vectors[:, 0]
+    return w if w[np.argmax(np.abs(w))] >= 0 else -w
+
+
+def sign_bits(values: np.ndarray) -> np.ndarray:
+    """``sign`` with ``sign(0) = +1``."""
+    return np.where(values >= 0, 1.0, -1.0)
+
+
+def sequential_bits(
+    K: np.ndarray, P: np.ndarray, Q: np.ndarray, n_bits: int, gamma: float, refine_passes: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, list[float]]:
+    """Learn ``W`` (m, n_bits) bit by bit (module docstring).
+
+    Returns ``(W, losses)``: ``losses`` has, after each bit update (``n_bits`` sequential ones, then
+    ``n_bits`` per refinement pass), ``(||c S̃ - B Bᵀ||²_F - ||c S̃||²_F) / n²`` for the current ``B``,
+    computed from ``Pᵀ b`` and ``Qᵀ b`` without forming ``S̃``.
+    """
+    n, m = K.shape
+    c = float(n_bits)
+    KP, KQ = K.T @ P, K.T @ Q
+    A = c * KP @ KQ.T  # Kᵀ (c S̃) K
+    Z = K.T @ K + gamma * np.eye(m)
+    W = np.zeros((m, n_bits))
+    B = np.zeros((n, n_bits))
+
+    def objective() -> float:
+        # ||cS̃ - BBᵀ||² - ||cS̃||² = -2c tr(Bᵀ P Qᵀ B) + ||BᵀB||²
+        cross = float(np.einsum("ik,ik->", P.T @ B, Q.T @ B))
+        return (-2 * c * cross + float(np.sum((B.T @ B) ** 2))) / n**2
+
+    def solve(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w = top_generalized_eigenvector(A, Z)
+        b = sign_bits(K @ w)
+        v = K.T @ b
+        return w, b, v
+
+    losses = []
+    for k in range(n_bits):
+        W[:, k], B[:, k], v = solve(A)
+        A = A - np.outer(v, v)
+        losses.append(objective())
+    for _ in range(refine_passes):
+        for k in rng.permutation(n_bits):
+            v_old = K.T @ B[:, k]
+            A = A + np.outer(v_old, v_old)
+            W[:, k], B[:, k], v = solve(A)
+            A = A - np.outer(v, v)
+            losses.append(objective())
+    return W, losses
+
+
+@register_method
+class ScalableGraphHashing(Hasher):
+    """Scalable Graph Hashing: ``z = (K(x) - κ) W`` (see the module docstring).
+
+    Args:
+        n_bits: code length.
+        seed: seeds the anchor sample and the refinement order.
+        n_anchors: kernel anchors m (300, the authors' demo; capped at the number of training rows).
+        rho: ``ρ`` of the target similarity (2, the paper's, with rows scaled to ``||x|| <= 1``).
+        gamma: ridge ``γ`` on ``Kᵀ K`` (1e-6, the authors').
+        refine_passes: passes that re-learn every bit after the sequential one (1, the authors').
+
+    Fitted attributes: ``anchors_`` (m, d) in input units, ``bandwidth_`` (δ in input units²),
+    ``kernel_mean_`` (m,), ``projection_`` (m, n_bits), ``history_`` (``loss`` after each bit update,
+    see `sequential_bits`).
+    """
+
+    name = "sgh-graph"
+    family = "shallow"
+    reference = (
+        "Q.-Y. Jiang, W.-J. Li, Scalable Graph Hashing with Feature Transformation, IJCAI 2015 "
+        "(MATLAB code mirrored in github.com/willard-yuan/hashing-baseline-for-image-retrieval, Method-SGH)"
+    )
+
+    def __init__(
+        self, n_bits: int, *, seed: int = 0, n_anchors: int = 300, rho: float = 2.0, gamma: float = 1e-6,
+        refine_passes: int = 1,
+    ) -> None:
+        super().__init__(n_bits, seed=seed)
+        self.n_anchors = n_anchors
+        self.rho = rho
+        self.gamma = gamma
+        self.refine_passes = refine_passes
+
+    def _check_hyper(self) -> None:
+        if not isinstance(self.n_anchors, (int, np.integer)) or self.n_anchors < 1:
+            raise InputError(f"n_anchors must be a positive integer, got {self.n_anchors!r}")
+        if not isinstance(self.refine_passes, (int, np.integer)) or self.refine_passes < 0:
+            raise InputError(f"refine_passes must be a non-negative integer, got {self.refine_passes!r}")
+        if not (np.isfinite(self.rho) and self.rho > 0):
+            raise InputError(f"rho must be > 0, got {self.rho!r}")
+        if not (np.isfinite(self.gamma) and self.gamma >= 0):
+            raise InputError(f"gamma must be >= 0, got {self.gamma!r}")
+
+    def _fit(self, X: np.ndarray) -> None:
+        self._check_hyper()
+        rng = np.random.default_rng(self.seed)
+        X64 = np.asarray(X, dtype=np.float64)
+        mean = X64.mean(axis=0)
+        centred = X64 - mean
+        radius = float(np.sqrt(np.einsum("ij,ij->i", centred, centred).max()))
+        scale = radius if radius > 0 else 1.0
+        scaled = centred / scale
+        n = X.shape[0]
+        m = min(int(self.n_anchors), n)
+        anchors = scaled[np.sort(rng.choice(n, size=m, replace=False))]
+        # δ: the mean squared distance to the anchors (the authors' trainSGH.m).
+        total = sum(squared_distances(scaled[s : s + _BLOCK_ROWS], anchors).sum() for s in range(0, n, _BLOCK_ROWS))
+        bandwidth = float(total) / (n * m)
+        if not bandwidth > 0:
+            raise InputError("sgh-graph needs training rows that are not all identical")
+        K = rbf_features(scaled, anchors, bandwidth)
+        kernel_mean = K.mean(axis=0)
+        K -= kernel_mean
+        P, Q = transformed_features(scaled, float(self.rho))
+        W, losses = sequential_bits(K, P, Q, int(self.n_bits), float(self.gamma), int(self.refine_passes), rng)
+        # Anchors and δ back in input units: the kernel is translation-invariant and δ scales with it.
+        self.anchors_ = anchors * scale + mean
+        self.bandwidth_ = bandwidth * scale**2
+        self.kernel_mean_ = kernel_mean
+        self.projection_ = W
+        self.history_ = {"loss": losses}
+
+    def _project(self, X: np.ndarray) -> np.ndarray:
+        out = np.empty((X.shape[0], int(self.n_bits)))
+        for start in range(0, X.shape[0], _BLOCK_ROWS):
+            K = rbf_features(np.asarray(X[start : start + _BLOCK_ROWS], dtype=np.float64), self.anchors_, self.bandwidth_)
+            out[start : start + _BLOCK_ROWS] = (K - self.kernel_mean_) @ self.projection_
+        return out
+
+    def n_parameters(self) -> int:
+        """Anchors (m × d), the bandwidth (1), the kernel mean (m) and the projection (m × n_bits)."""
+        self._check_fitted()
+        return int(self.anchors_.size + 1 + self.kernel_mean_.size + self.projection_.size)
+
+    def run_info(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {"anchors": int(self.anchors_.shape[0])}

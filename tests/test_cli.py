@@ -1,0 +1,171 @@
+"""End-to-end checks of `python -m bench`: runs, records, reruns, errors, reports and plots."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.report import load_runs
+from bench.tracking import Tracker
+from methods.base import Hasher
+from methods.registry import _REGISTRY, register_method
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _finished_runs(uri: str, experiment: str = "digits/digits"):
+    return load_runs(Tracker(uri), experiment)
+
+
+def test_run_records_nested_runs_with_metrics(tracking_uri, capsys):
+    status = main(["run", "--methods", "itq,sh", "--dataset", "digits", "--bits", "16,32",
+                   "--tracking-uri", tracking_uri])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "mAP@100" in out and "itq" in out and "sh" in out
+    runs = _finished_runs(tracking_uri)
+    assert sorted(zip(runs["method"], runs["n_bits"])) == [("itq", 16), ("itq", 32), ("sh", 16), ("sh", 32)]
+    for key in ("map_at_100", "map_all", "map_tie_aware", "precision_at_100", "precision_r2", "recall_r2",
+                "fit_seconds", "encode_seconds", "n_parameters", "peak_rss_mb"):
+        assert runs[key].notna().all(), key
+    assert (runs["map_at_100"] > 0.3).all()  # ITQ/SH on digits pixels are far above chance (0.1)
+
+    client = Tracker(tracking_uri).client
+    run = client.get_run(runs["run_id"][0])
+    params = run.data.params
+    for key in ("method", "n_bits", "seed", "dataset", "protocol", "features", "split_digest",
+                "protocol_digest", "git_commit", "version_numpy"):
+        assert key in params, key
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"pr_curve.csv", "run_config.json"} <= artifacts
+
+
+def test_identical_run_is_skipped_unless_forced(tracking_uri, capsys):
+    args = ["run", "--methods", "lsh", "--dataset", "digits", "--bits", "16", "--tracking-uri", tracking_uri]
+    assert main(args) == 0
+    first = _finished_runs(tracking_uri)
+    assert main(args) == 0
+    assert "reused" in capsys.readouterr().err
+    client = Tracker(tracking_uri).client
+    exp = client.get_experiment_by_name("digits/digits")
+    all_runs = client.search_runs([exp.experiment_id], "tags.`hashbench.kind` = 'run'")
+    assert len(all_runs) == 1
+    assert main(args + ["--force"]) == 0
+    all_runs = client.search_runs([exp.experiment_id], "tags.`hashbench.kind` = 'run'")
+    assert len(all_runs) == 2
+    assert len(_finished_runs(tracking_uri)) == len(first) == 1  # the report keeps the latest of a key
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--methods", "nosuch"], "unknown method 'nosuch'; known methods:"),
+    (["--methods", "itq", "--bits", "0"], "bits must be in 1..1024"),
+    (["--methods", "itq", "--bits", "2000"], "bits must be in 1..1024"),
+    (["--methods", "itq", "--bits", "a,b"], "comma-separated integers"),
+    (["--methods", "itq", "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+    (["--methods", "itq", "--param", "itq.nosuch=1"], "bad --param for itq"),
+    (["--methods", "itq", "--param", "sh.n_iter=1"], "not in --methods"),
+])
+def test_user_errors_exit_2_with_one_line(tracking_uri, capsys, args, expected):
+    status = main(["run", "--dataset", "digits", "--tracking-uri", tracking_uri] + args
+                  if "--dataset" not in args else ["run", "--tracking-uri", tracking_uri] + args)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert expected in err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [err.strip().splitlines()[-1]]
+
+
+def test_missing_data_says_where_it_looked(tracking_uri, tmp_path, capsys):
+    status = main(["run", "--methods", "itq", "--dataset", "fashion-mnist", "--data-root", str(tmp_path / "none"),
+                   "--tracking-uri", tracking_uri])
+    err = capsys.readouterr().err
+    assert status == 2 and str(tmp_path / "none") in err and "Traceback" not in err
+
+
+def test_nan_features_are_refused_with_a_count(tracking_uri, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(60, 8)).astype(np.float32)
+    feats[3, 2] = np.nan
+    feats[7, 0] = np.inf
+    path = tmp_path / "feats.npz"
+    np.savez(path, train_features=feats[:20], train_labels=np.arange(20) % 2,
+             query_features=feats[20:30], query_labels=np.arange(10) % 2,
+             database_features=feats[30:], database_labels=np.arange(30) % 2)
+    status = main(["run", "--methods", "itq", "--dataset", "features", "--data-root", str(path), "--bits", "4",
+                   "--tracking-uri", tracking_uri])
+    err = capsys.readouterr().err
+    assert status == 2 and "1 NaN and 1 infinite" in err and "Traceback" not in err
+
+
+class _Broken(Hasher):
+    name = "broken-for-test"
+    reference = "a method that always fails, to test failure handling"
+
+    def _fit(self, X, **side):
+        raise RuntimeError("deliberate failure")
+
+
+def test_a_failing_method_is_recorded_and_the_sweep_goes_on(tracking_uri, capsys):
+    register_method(_Broken)
+    try:
+        status = main(["run", "--methods", "broken-for-test,lsh", "--dataset", "digits", "--bits", "8",
+                       "--tracking-uri", tracking_uri])
+    finally:
+        _REGISTRY.pop("broken-for-test", None)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "deliberate failure" in err
+    client = Tracker(tracking_uri).client
+    exp = client.get_experiment_by_name("digits/digits")
+    runs = client.search_runs([exp.experiment_id], "tags.`hashbench.kind` = 'run'")
+    status_by_method = {r.data.params["method"]: r.info.status for r in runs}
+    assert status_by_method == {"broken-for-test": "FAILED", "lsh": "FINISHED"}
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert "deliberate failure" in failed.data.tags["hashbench.error"]
+
+
+def test_report_and_plot_from_the_store(tracking_uri, tmp_path, capsys):
+    assert main(["run", "--methods", "lsh,pcah", "--dataset", "digits", "--bits", "8,16", "--seeds", "0,1",
+                 "--tracking-uri", tracking_uri]) == 0
+    capsys.readouterr()
+    assert main(["report", "--tracking-uri", tracking_uri, "--format", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "| method | 8 bits | 16 bits |" in md and "±" in md
+    out = tmp_path / "t.tex"
+    assert main(["report", "--tracking-uri", tracking_uri, "--format", "latex", "--output", str(out)]) == 0
+    assert r"\begin{tabular}" in out.read_text() and r"$\pm$" in out.read_text()
+    png = tmp_path / "p.png"
+    assert main(["plot", "--tracking-uri", tracking_uri, "--output", str(png), "--time-plot",
+                 str(tmp_path / "t.png")]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "t.png").exists()
+
+
+def test_report_on_empty_store_is_a_clear_error(tracking_uri, capsys):
+    assert main(["report", "--tracking-uri", tracking_uri]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_list_shows_the_shallow_baselines(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("lsh", "pcah", "itq", "sh"):
+        assert f"\n{name} " in out
+
+
+def test_importing_bench_and_choosing_itq_does_not_import_torch_geometric():
+    code = ("import sys, bench, bench.cli, bench.runner; from methods import get_method; get_method('itq'); "
+            "print('torch_geometric' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_module_entry_point_runs(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "nosuch"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown method" in out.stderr

@@ -1,0 +1,117 @@
+"""Every built-in method passes the conformance checks of `methods.testing`.
+
+A method whose module file does not exist yet is skipped (it is planned, not broken); any other
+import error fails the test.
+"""
+import importlib.util
+
+import pytest
+
+from methods.registry import BUILTIN, get_method
+from methods.testing import CHECKS, run_check
+
+
+def _method_class(name: str):
+    module = BUILTIN[name]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"module {module} of method {name!r} does not exist yet")
+    return get_method(name)
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_conformance(name, check):
+    run_check(_method_class(name), check)
+
+
+# ----------------------------------------------------------------------------- the checks can fail
+# Deliberately broken variants of LSH (not registered), each violating one rule of the contract.
+
+import numpy as np  # noqa: E402
+
+from methods.lsh import LSH  # noqa: E402
+
+
+class BatchCentred(LSH):
+    def _project(self, X):
+        return (X - X.mean(axis=0)) @ self.projection_
+
+
+class Unseeded(LSH):
+    def _fit(self, X):
+        super()._fit(X)
+        self.projection_ = np.random.default_rng().standard_normal(self.projection_.shape)
+
+
+class MutatesInput(LSH):
+    def _fit(self, X):
+        super()._fit(X)
+        X -= 1.0
+
+
+class DirtyPadding(LSH):
+    def encode(self, X, **side):
+        codes = super().encode(X, **side)
+        codes[:, -1] |= 0x80
+        return codes
+
+
+class NumpyCount(LSH):
+    def n_parameters(self):
+        return np.int64(super().n_parameters())
+
+
+class KeepsFirstMean(LSH):
+    def _fit(self, X):
+        mean = getattr(self, "mean_", None)
+        super()._fit(X)
+        if mean is not None:
+            self.mean_ = mean
+
+
+class AltersParams(LSH):
+    def __init__(self, n_bits, *, seed=0, scale=1.0):
+        super().__init__(n_bits, seed=seed)
+        self.scale = float(scale) * 2
+
+
+class FittedTooEarly(LSH):
+    def __init__(self, n_bits, *, seed=0):
+        super().__init__(n_bits, seed=seed)
+        self.cache_ = None
+
+
+class IgnoresNaN(LSH):
+    def fit(self, X, **side):
+        self._fit(np.nan_to_num(np.asarray(X, dtype=np.float64)))
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+
+@pytest.mark.parametrize(
+    "cls, check, kwargs",
+    [
+        (BatchCentred, "row_independence", {}),
+        (Unseeded, "same_seed_same_codes", {}),
+        (MutatesInput, "inputs_unchanged", {}),
+        (DirtyPadding, "code_layout", {}),
+        (NumpyCount, "n_parameters", {}),
+        (KeepsFirstMean, "refit", {}),
+        (AltersParams, "init_stores_only", {"scale": 3}),
+        (FittedTooEarly, "not_fitted", {}),
+        (IgnoresNaN, "nan_input", {}),
+        (LSH, "metadata", {"_unregistered": True}),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else None,
+)
+def test_broken_hasher_fails_its_check(cls, check, kwargs):
+    if kwargs.pop("_unregistered", False):
+        cls = type("Unregistered", (LSH,), {"name": "lsh"})
+    with pytest.raises(AssertionError, match=check):
+        run_check(cls, check, **kwargs)
+
+
+def test_lsh_passes_with_other_sizes():
+    from methods.testing import check_hasher
+
+    check_hasher(LSH, n_bits=5, n_samples=40, n_features=3)

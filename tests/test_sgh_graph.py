@@ -1,0 +1,159 @@
+"""Scalable Graph Hashing (methods.sgh_graph)."""
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+from threadpoolctl import threadpool_limits
+
+from methods.base import InputError
+from methods.sgh_graph import (
+    ScalableGraphHashing,
+    approximate_similarity,
+    rbf_features,
+    sequential_bits,
+    transformed_features,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    with threadpool_limits(1):
+        yield
+
+
+def clustered(n=600, d=32, k=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, d)) * 2
+    labels = rng.integers(0, k, n)
+    X = 3.0 + centres[labels] + 0.5 * rng.standard_normal((n, d))
+    return X.astype(np.float32), labels
+
+
+def mean_average_precision(q_bits, db_bits, q_labels, db_labels):
+    aps = []
+    for bits, label in zip(q_bits, q_labels):
+        dist = np.count_nonzero(db_bits != bits, axis=1)
+        rel = db_labels[np.argsort(dist, kind="stable")] == label
+        ranks = np.flatnonzero(rel) + 1
+        aps.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+    return float(np.mean(aps))
+
+
+def in_unit_ball(n, d, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    return X / np.linalg.norm(X, axis=1, keepdims=True) * rng.random((n, 1))
+
+
+def test_transformed_features_reproduce_the_approximated_similarity():
+    X, Y = in_unit_ball(40, 6, 0), in_unit_ball(30, 6, 1)
+    rho = 2.0
+    P, _ = transformed_features(X, rho)
+    _, Q = transformed_features(Y, rho)
+    # Independent element-wise evaluation of S̃(x, y) = 2 e^{-|x|²/ρ} e^{-|y|²/ρ} (sinh1 · 2xᵀy/ρ + cosh1) - 1
+    direct = np.array([[2 * math.exp(-(x @ x + y @ y) / rho) * (math.sinh(1) * 2 * (x @ y) / rho + math.cosh(1)) - 1
+                        for y in Y] for x in X])
+    np.testing.assert_allclose(P @ Q.T, direct, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(approximate_similarity(X, Y, rho), direct, rtol=1e-12, atol=1e-12)
+    # S̃ approximates S = 2 exp(-||x - y||²/ρ) - 1 within the error of the linear fit to exp on [-1, 1]
+    # (largest at t = ln sinh 1), scaled by 2 e^{-(|x|² + |y|²)/ρ}.
+    exact = 2 * np.exp(-cdist(X, Y, "sqeuclidean") / rho) - 1
+    t = np.linspace(-1, 1, 200001)
+    linear_error = np.max(np.abs(np.exp(t) - (math.sinh(1) * t + math.cosh(1))))
+    bound = 2 * np.exp(-((X**2).sum(1)[:, None] + (Y**2).sum(1)[None, :]) / rho) * linear_error
+    assert np.all(np.abs(direct - exact) <= bound + 1e-12)
+    # Symmetric: the graph S̃ = P Qᵀ the learner uses is a similarity.
+    P, Q = transformed_features(X, rho)
+    np.testing.assert_allclose(P @ Q.T, (P @ Q.T).T, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def small_problem():
+    X, _ = clustered(n=150, d=10, k=4, seed=3)
+    X = (X - X.mean(0)) / np.linalg.norm(X - X.mean(0), axis=1).max()
+    anchors = X[:40]
+    K = rbf_features(X, anchors, float(cdist(X, anchors, "sqeuclidean").mean()))
+    K -= K.mean(0)
+    P, Q = transformed_features(X, 2.0)
+    return X, K, P, Q
+
+
+def test_each_sequential_bit_solves_the_generalised_eigenproblem_of_its_residual(small_problem):
+    X, K, P, Q = small_problem
+    n_bits, gamma = 4, 1e-6
+    W, _ = sequential_bits(K, P, Q, n_bits, gamma, 0, np.random.default_rng(0))
+    S = approximate_similarity(X, X, 2.0)  # dense n × n, formed here only
+    Z = K.T @ K + gamma * np.eye(K.shape[1])
+    residual = n_bits * S
+    for k in range(n_bits):
+        M = K.T @ residual @ K
+        values = np.linalg.eigvals(np.linalg.solve(Z, M)).real
+        w = W[:, k]
+        rayleigh = (w @ M @ w) / (w @ Z @ w)
+        assert rayleigh == pytest.approx(values.max(), rel=1e-6)
+        np.testing.assert_allclose(M @ w, rayleigh * Z @ w, rtol=1e-5, atol=1e-8 * np.abs(M).max())
+        b = np.where(K @ w >= 0, 1.0, -1.0)
+        residual = residual - np.outer(b, b)
+
+
+@pytest.mark.parametrize("refine_passes", [0, 1])
+def test_logged_objective_equals_the_dense_residual(small_problem, refine_passes):
+    X, K, P, Q = small_problem
+    n_bits = 5
+    W, losses = sequential_bits(K, P, Q, n_bits, 1e-6, refine_passes, np.random.default_rng(1))
+    assert len(losses) == n_bits * (1 + refine_passes)
+    S = approximate_similarity(X, X, 2.0)
+    B = np.where(K @ W >= 0, 1.0, -1.0)
+    n = X.shape[0]
+    dense = (np.sum((n_bits * S - B @ B.T) ** 2) - np.sum((n_bits * S) ** 2)) / n**2
+    assert losses[-1] == pytest.approx(dense, rel=1e-9)
+    assert losses[-1] < losses[0] < 0  # each bit lowers ||cS̃ - BBᵀ||² below the empty code's
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, labels = clustered()
+    return ScalableGraphHashing(16, seed=0, n_anchors=100).fit(X[:500]), X, labels
+
+
+def test_bandwidth_and_anchors_come_from_the_training_data(fitted):
+    model, X, _ = fitted
+    train = X[:500].astype(np.float64)
+    assert model.anchors_.shape == (100, 32)
+    assert np.abs(cdist(model.anchors_, train).min(axis=1)).max() < 1e-9  # anchors are training rows
+    assert model.bandwidth_ == pytest.approx(cdist(train, model.anchors_, "sqeuclidean").mean(), rel=1e-9)
+    K = np.exp(-cdist(train, model.anchors_, "sqeuclidean") / (2 * model.bandwidth_))
+    np.testing.assert_allclose(model.kernel_mean_, K.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(model.project(train), (K - K.mean(0)) @ model.projection_, rtol=1e-7, atol=1e-9)
+    assert model.n_parameters() == 100 * 32 + 1 + 100 + 100 * 16
+
+
+def test_objective_decreases_bits_are_balanced_and_retrieval_beats_chance(fitted):
+    model, X, labels = fitted
+    loss = model.history_["loss"]
+    assert loss[15] < loss[0] < 0 and loss[-1] < loss[0]  # 16 sequential bits, then one refinement pass
+    bits = model.project(X) >= 0
+    means = bits[:500].mean(axis=0)
+    assert np.all((means >= 0.1) & (means <= 0.9)), means
+    score = mean_average_precision(bits[500:], bits[:500], labels[500:], labels[:500])
+    assert score > 0.6  # chance is about 1/8
+
+
+def test_codes_do_not_depend_on_the_data_offset_or_scale():
+    X, _ = clustered(n=200, d=8, seed=4)
+    a = ScalableGraphHashing(8, n_anchors=50).fit(X)
+    b = ScalableGraphHashing(8, n_anchors=50).fit(10.0 * X.astype(np.float64) - 7.0)
+    np.testing.assert_array_equal(a.encode(X), b.encode(10.0 * X.astype(np.float64) - 7.0))
+
+
+@pytest.mark.parametrize("bad", [{"n_anchors": 0}, {"rho": 0.0}, {"gamma": -1.0}, {"refine_passes": -1}])
+def test_bad_hyper_parameters_raise_input_error(bad):
+    X, _ = clustered(n=50, d=4)
+    with pytest.raises(InputError):
+        ScalableGraphHashing(4, **bad).fit(X)
+
+
+def test_identical_rows_raise_input_error():
+    with pytest.raises(InputError, match="identical"):
+        ScalableGraphHashing(4).fit(np.ones((20, 3)))
