@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder or file holding the dataset (default: standard locations)")
     run.add_argument("--allow-pickle", action="store_true",
                      help="allow reading Python pickle feature files (they can run code: trusted files only)")
+    run.add_argument("--data-option", action="append", metavar="NAME=VALUE",
+                     help="loader option, e.g. --data-option image_root=/data/nus/images (repeatable)")
     run.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
                      help="override a hyper-parameter, e.g. --param lagnh.epochs=50 (repeatable)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
@@ -79,7 +81,7 @@ def _results_frame(result):
 
 def _cmd_run(args) -> int:
     from bench.runner import run_sweep
-    from bench.sweep import SweepSpec, parse_int_list, parse_overrides
+    from bench.sweep import SweepSpec, parse_data_options, parse_int_list, parse_overrides
     from bench.table import render
 
     spec = SweepSpec(
@@ -91,6 +93,7 @@ def _cmd_run(args) -> int:
         features=args.features,
         data_root=args.data_root,
         allow_pickle=args.allow_pickle,
+        data_options=parse_data_options(args.data_option),
         force=args.force,
         overrides=parse_overrides(args.param),
     )

@@ -2,6 +2,7 @@
 same features, same side inputs for everyone."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from bench.errors import UsageError
 from datasets import Protocol, Split, compute_features, get_protocol, load_dataset, make_split
+from datasets.registry import get_loader
 
 SPLITS = ("train", "database", "query")
 
@@ -33,13 +35,20 @@ def _finite_or_raise(X: np.ndarray, what: str) -> None:
 
 def prepare(dataset: str, *, protocol: str | None = None, features: str | None = None,
             data_root: str | None = None, side_inputs: tuple[str, ...] = (),
-            fit_only_side: tuple[str, ...] = (), allow_pickle: bool = False) -> Prepared:
+            fit_only_side: tuple[str, ...] = (), allow_pickle: bool = False,
+            data_options: dict[str, Any] | None = None) -> Prepared:
     """Load, split and featurise ``dataset``; compute the named side inputs.
 
     Features are extracted only for the items the protocol uses (query, database, train).
     ``fit_only_side`` inputs (e.g. DeepBit's rotated ``views``) are computed for the training split only.
     """
-    options = {"allow_pickle": True} if allow_pickle else {}
+    options = dict(data_options or {})
+    if allow_pickle:
+        options["allow_pickle"] = True
+    try:
+        inspect.signature(get_loader(dataset)).bind(data_root=data_root, **options)
+    except TypeError as exc:  # an option the loader does not take
+        raise UsageError(f"--data-option not accepted by {dataset}: {exc}") from None
     data = load_dataset(dataset, data_root=data_root, **options)
     proto = get_protocol(dataset, protocol)
     split = make_split(proto, data)

@@ -55,7 +55,7 @@ class SweepResult:
 
 
 def _fit_only_side(cls) -> tuple[str, ...]:
-    return tuple(getattr(cls, "fit_only_side_inputs", ()))
+    return tuple(cls.fit_only_side_inputs)
 
 
 def _run_key(payload: dict[str, Any]) -> str:
@@ -101,7 +101,8 @@ def run_one(cls, params: dict[str, Any], prep: Prepared) -> tuple[dict[str, floa
     for key, value in hasher.run_info().items():
         if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
             metrics[key] = float(value)
-    curve = evaluation.pr_curve_by_radius(q_codes, db_codes, prep.labels["query"], prep.labels["database"])
+    curve = evaluation.pr_curve_by_radius(q_codes, db_codes, prep.labels["query"], prep.labels["database"],
+                                          n_bits=hasher.n_bits)
     return metrics, hasher.training_history(), _pr_curve_csv(curve)
 
 
@@ -121,7 +122,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
     say(f"loading {spec.dataset} and computing features ...")
     with timer() as prep_t:
         prep = prepare(spec.dataset, protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
-                       side_inputs=side_names, fit_only_side=fit_only, allow_pickle=spec.allow_pickle)
+                       side_inputs=side_names, fit_only_side=fit_only, allow_pickle=spec.allow_pickle,
+                       data_options=spec.data_options)
     sizes = prep.split.sizes()
     say(f"{spec.dataset}/{prep.protocol.name}: {sizes['n_query']} queries, {sizes['n_database']} database, "
         f"{sizes['n_train']} training items, features {prep.info.get('features')} "

@@ -21,6 +21,8 @@ class SweepSpec:
     features: str | None = None
     data_root: str | None = None
     allow_pickle: bool = False
+    # loader options by name, e.g. {"image_root": "/data/nus/images"} for list-file datasets
+    data_options: dict[str, Any] = field(default_factory=dict)
     force: bool = False
     # per-method hyper-parameter overrides: {"lagnh": {"epochs": 50}}
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -54,6 +56,24 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def _json_or_text(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def parse_data_options(items: list[str] | None) -> dict[str, Any]:
+    """``["image_root=/data/img", "check_images=false"]`` -> ``{"image_root": "/data/img", "check_images": False}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--data-option expects NAME=VALUE, got {item!r}")
+        out[key.strip()] = _json_or_text(raw)
+    return out
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
     """``["lagnh.epochs=50", "itq.n_iter=10"]`` -> ``{"lagnh": {"epochs": 50}, "itq": {"n_iter": 10}}``.
 
@@ -65,9 +85,5 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
         method, dot, name = key.partition(".")
         if not sep or not dot or not method or not name:
             raise UsageError(f"--param expects METHOD.NAME=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(method.strip(), {})[name.strip()] = value
+        out.setdefault(method.strip(), {})[name.strip()] = _json_or_text(raw)
     return out

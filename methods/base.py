@@ -76,6 +76,8 @@ class Hasher:
       ``encode`` accept them but do not need them (DeepBit's rotated ``views``).
     * ``batch_dependent``: True when a row's code depends on the other rows encoded with it.
     * ``reference``: the paper the method follows.
+    * ``conformance_params``: small hyper-parameters (e.g. few epochs) with which the conformance check
+      (`methods.testing`) exercises the method quickly; never used for real runs.
     """
 
     name: ClassVar[str] = ""
@@ -84,6 +86,7 @@ class Hasher:
     fit_only_side_inputs: ClassVar[tuple[str, ...]] = ()
     batch_dependent: ClassVar[bool] = False
     reference: ClassVar[str] = ""
+    conformance_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, n_bits: int, *, seed: int = 0, **hyper: Any) -> None:
         self.n_bits = n_bits

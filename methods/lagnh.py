@@ -131,7 +131,7 @@ class LAGNH(Hasher):
     )
     # Small settings for methods.testing's conformance checks.
     conformance_params = {
-        "epochs": 2, "batch_size": 100, "g_steps": 2, "hidden": 64, "embed_dim": 32, "n_anchors": 40, "device": "cpu",
+        "epochs": 2, "batch_size": 150, "g_steps": 1, "hidden": 32, "embed_dim": 16, "n_anchors": 40, "device": "cpu",
     }
 
     # Components; the ablations switch them off.
@@ -234,6 +234,12 @@ class LAGNH(Hasher):
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         return l2_normalize_rows(X) if self.normalize_input else X.astype(np.float32, copy=False)
 
+    def _device(self, lagnh_model: Any) -> Any:
+        try:
+            return lagnh_model.resolve_device(self.device)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+
     def _tags(self, side: dict[str, np.ndarray], n_tags: int | None) -> np.ndarray | None:
         return check_tags(side["tags"], n_tags) if self._uses_tags else None
 
@@ -256,7 +262,7 @@ class LAGNH(Hasher):
             early_stop_patience=sched["early_stop_patience"], early_stop_tol=sched["early_stop_tol"],
             seed=int(self.seed),
         )
-        device = lagnh_model.resolve_device(self.device)
+        device = self._device(lagnh_model)
         net, history, info = lagnh_model.train(
             Xp, P, int(self.n_bits), config, embed_dim=int(self.embed_dim), hidden=int(self.hidden),
             dropout=float(self.dropout), attention=self._attention, classifier=self._classifier, device=device,
@@ -276,7 +282,7 @@ class LAGNH(Hasher):
 
         self._check_settings()
         P = self._tags(side, self.n_tags_)
-        device = lagnh_model.resolve_device(self.device)
+        device = self._device(lagnh_model)
         sigma = self.sigma if self.sigma == "median" else float(self.sigma)
         if self.encode_mode == "transductive":
             return lagnh_model.encode_transductive(

@@ -204,9 +204,16 @@ class TrainConfig:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; anything else as ``torch.device`` reads it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        out = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is available; use device='auto' or 'cpu'")
+    return out
 
 
 def _to_tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
@@ -262,7 +269,7 @@ def train(
 
     Returns the network (on the CPU, eval mode), the per-epoch history and facts for ``run_info``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     n = X.shape[0]
     with torch.random.fork_rng(devices=_rng_devices(device)):
@@ -440,7 +447,7 @@ def anchored_rows(
         c_anchor = F.relu(un @ F.normalize(state.T, dim=1).T)
         c_self = F.relu((un * F.normalize(t, dim=1)).sum(1, keepdim=True))
         norm = torch.sqrt((c_anchor * c_anchor).sum(1, keepdim=True) + c_self * c_self).clamp_min(_EPS)
-        f = u + (c_anchor @ state.T) / norm
+        f = u + (c_anchor @ state.T + c_self * t) / norm
     else:
         f = u
     s_anchor = torch.exp(-squared_distances(f, state.F) / (2.0 * state.sigma2))

@@ -16,6 +16,8 @@ from methods.registry import register_method
 class PCAH(Hasher):
     """PCA hashing: ``z = (x - μ) W`` with ``W`` (d × n_bits) the top principal directions.
 
+    ``seed`` is unused (PCA is deterministic); it is kept for a uniform signature.
+
     Fitted attributes: ``mean_`` (d,), ``components_`` (d, n_bits), ``explained_variance_`` (n_bits,)
     (the latter is diagnostic and not counted by `n_parameters`).
     """

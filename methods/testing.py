@@ -137,7 +137,7 @@ _MAX_CACHED_CASES = 8
 
 def make_case(cls: type[Hasher], *, n_bits: int = 20, n_samples: int = 300, n_features: int = 32, **init_kwargs: Any) -> Case:
     """The (cached) `Case` for ``cls`` with the given settings; ``cls.conformance_params`` fill in defaults."""
-    kwargs = {**getattr(cls, "conformance_params", {}), **init_kwargs}
+    kwargs = {**cls.conformance_params, **init_kwargs}
     key = (cls, n_bits, n_samples, n_features, repr(sorted(kwargs.items())))
     if key not in _CASES:
         X, clusters = make_features(n_samples, n_features)
@@ -307,7 +307,7 @@ def check_missing_side_inputs(case: Case) -> None:
         return
     _expect_error(InputError, "fit without side inputs", lambda: case.new().fit(case.X))
     est, codes = case.fitted()
-    fit_only = tuple(getattr(case.cls, "fit_only_side_inputs", ()))
+    fit_only = tuple(case.cls.fit_only_side_inputs)
     needed = {k: v for k, v in case.side.items() if k not in fit_only}
     if needed:
         _expect_error(InputError, "encode without side inputs", lambda: est.encode(case.X))

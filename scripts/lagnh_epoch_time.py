@@ -38,6 +38,15 @@ def main() -> None:
     from methods.lagnh import LAGNH
 
     X, P = synthetic(args.n, args.d, args.tags)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for g_steps in args.g_steps:
+        # one full batch (1 discriminator forward + g_steps generator steps): independent of machine load
+        with FlopCounterMode(display=False) as counter:
+            LAGNH(args.bits, schedule="authors", epochs=1, g_steps=g_steps, device=args.device).fit(
+                X[:1024], tags=P[:1024]
+            )
+        print(f"g_steps={g_steps}: {counter.get_total_flops() / 1e9:.1f} GFLOP per training batch of 1024", flush=True)
     for threads in args.threads:
         torch.set_num_threads(threads)
         for g_steps in args.g_steps:

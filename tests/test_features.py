@@ -271,10 +271,13 @@ def test_imagenet_tags_are_the_top_k_classes_of_the_tag_network(data_home, forwa
     model = _reference_model("efficientnet-lite2", SIZE)
     with torch.no_grad():
         logits = np.concatenate([model(_reference_input(img, SIZE)).numpy() for img in data.images])
-    assert (np.argmax(tags1, 1) == logits.argmax(1)).all()
+    ranked = -np.sort(-logits, 1)
+    clear = (ranked[:, 0] - ranked[:, 1] > 1e-3) & (ranked[:, 2] - ranked[:, 3] > 1e-3)  # no near-ties
+    assert clear.sum() >= 8
+    assert (np.argmax(tags1, 1) == logits.argmax(1))[clear].all()
     expected3 = np.zeros_like(tags3)
     np.put_along_axis(expected3, np.argsort(-logits, 1)[:, :3], 1, axis=1)
-    np.testing.assert_array_equal(tags3, expected3)
+    np.testing.assert_array_equal(tags3[clear], expected3[clear])
 
 
 def test_same_tag_model_uses_the_feature_network(data_home):
@@ -284,7 +287,8 @@ def test_same_tag_model_uses_the_feature_network(data_home):
     model = _reference_model("efficientnet-lite0", SIZE)
     with torch.no_grad():
         logits = np.concatenate([model(_reference_input(data.images[i], SIZE)).numpy() for i in (4, 1)])
-    assert (np.argmax(tags, 1) == logits.argmax(1)).all()
+    top2 = -np.sort(-logits, 1)[:, :2]
+    assert (top2[:, 0] - top2[:, 1] > 1e-3).all() and (np.argmax(tags, 1) == logits.argmax(1)).all()
 
 
 def test_dataset_tags_provider():

@@ -371,3 +371,13 @@ def test_import_does_not_load_torch_geometric():
         "bad = [m for m in ('torch', 'torch_geometric') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_anchored_mode_passes_the_conformance_row_independence_check():
+    """`methods.testing` skips the check for batch-dependent classes; run it on anchored LAGNH."""
+    from methods.testing import check_row_independence, make_case
+
+    class AnchoredLAGNH(LAGNH):  # not registered: only the check's view of the class changes
+        batch_dependent = False
+
+    check_row_independence(make_case(AnchoredLAGNH, encode_mode="anchored", sigma="median"))
