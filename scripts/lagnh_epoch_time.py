@@ -9,9 +9,13 @@ hidden 1024, embed 512). Prints one line per (threads, setting) with the mean se
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def synthetic(n: int, d: int, n_tags: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +67,8 @@ def main() -> None:
             trans_s = time.perf_counter() - start
             print(
                 f"threads={threads} g_steps={g_steps} epochs={args.epochs}: {fit_s / args.epochs:.2f} s/epoch "
-                f"(fit {fit_s:.1f} s); encode {args.n} rows: anchored {anchored_s:.2f} s, transductive {trans_s:.2f} s; "
+                f"(fit {fit_s:.1f} s); encode {args.n} rows: anchored {anchored_s:.2f} s, "
+                f"transductive {trans_s:.2f} s; "
                 f"graph_offdiag_mean={model.history_['graph_offdiag_mean'][-1]:.3g}",
                 flush=True,
             )

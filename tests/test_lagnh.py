@@ -63,8 +63,7 @@ def graph_model(data):
 
 
 def weights(net):
-    w = {k: v.detach().double().numpy() for k, v in net.state_dict().items()}
-    return w
+    return {k: v.detach().double().numpy() for k, v in net.state_dict().items()}
 
 
 def np_normalize(a, p=2):
