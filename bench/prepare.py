@@ -33,6 +33,13 @@ def _finite_or_raise(X: np.ndarray, what: str) -> None:
                          "fix the feature file or choose another --features")
 
 
+def _side_settings(name: str, feat_info: dict[str, Any]) -> dict[str, Any]:
+    """Views are features of rotated images: they must come from the same extractor at the same size."""
+    if name == "views" and feat_info.get("features") not in (None, "pixels", "precomputed"):
+        return {"extractor": feat_info["features"], "input_size": feat_info["input_size"]}
+    return {}
+
+
 def prepare(dataset: str, *, protocol: str | None = None, features: str | None = None,
             data_root: str | None = None, side_inputs: tuple[str, ...] = (),
             fit_only_side: tuple[str, ...] = (), allow_pickle: bool = False,
@@ -74,7 +81,7 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
         for name in side_inputs:
             wanted = ("train",) if name in fit_only_side else SPLITS
             idx = np.unique(np.concatenate([getattr(split, s) for s in wanted]))
-            values, side_info = compute_side(data, name, indices=idx, features=features)
+            values, side_info = compute_side(data, name, indices=idx, **_side_settings(name, feat_info))
             pos = {s: np.searchsorted(idx, getattr(split, s)) for s in wanted}
             out.side[name] = {s: np.asarray(values)[pos[s]] for s in wanted}
             out.info.update({f"{name}_{k}" if not k.startswith(name) else k: v for k, v in side_info.items()})

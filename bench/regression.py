@@ -37,7 +37,7 @@ class ReferenceSweep:
 
 
 SWEEPS = [
-    ReferenceSweep("digits-shallow", "digits", ("lsh", "pcah", "itq", "sh"), (16, 32)),
+    ReferenceSweep("digits-shallow", "digits", ("lsh", "pcah", "itq", "sh"), (16, 32), features="pixels"),
 ]
 
 

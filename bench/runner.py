@@ -142,6 +142,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
         **sizes,
         **prep.info,
     }
+    # Where files sit on this machine does not change a result: leave paths out of the identity of a run.
+    key_common = {k: v for k, v in common.items() if k != "data_source" and not k.endswith("_cache")}
     env = {f"version_{k}": v for k, v in package_versions().items()} | {"git_commit": git_commit()}
     parent_id = tracker.start_run(
         exp_id, f"sweep-{spec.digest()[:8]}",
@@ -163,7 +165,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
                 params = cls(n_bits=bits, seed=seed, **spec.overrides.get(name, {})).get_params()
                 run_params = {f"hp_{k}" if k in HARNESS_KEYS - {"n_bits", "seed"} else k: v
                               for k, v in params.items()}
-                key = _run_key({"method": name, "params": params, "common": common,
+                key = _run_key({"method": name, "params": params, "common": key_common,
                                 "hashbench": package_versions()["hashbench"]})
                 if not spec.force:
                     previous = tracker.find_finished(exp_id, key)

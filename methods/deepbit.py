@@ -18,7 +18,10 @@ features of the rotated images (side input ``views``, (n, V, d), needed by ``fit
 counts the backbone). Choices and adaptations, each a parameter:
 
 * ``activation="sigmoid"``: the paper's output in [0, 1]; the released prototxt has a ReLU
-  (``"relu"``), whose units that fall below 0 stop learning (zero gradient for every term).
+  (``"relu"``), whose units that fall below 0 stop learning (zero gradient for every term). Measured
+  (scripts/deep_baselines_cifar_study.py: CIFAR-10 JPEG copy, EfficientNet-Lite0 features at 96 px,
+  5,000 training rows = database, 1,000 queries, 64 bits, mAP over the database, seeds 0 and 1,
+  other parameters at their defaults): sigmoid 0.304 (0.311, 0.297), ReLU 0.250 (0.260, 0.240).
 * ``balance_estimator="straight-through"``: the even-distribution term's binary ``μ`` gets a
   straight-through gradient; the quantisation target ``b`` is a constant.
 * The losses are the paper's, differentiated by autograd (`run_info` records

@@ -28,11 +28,28 @@ per-dimension variance and ``m`` = the mean. Adaptations to other inputs, each a
   large values saturate the sigmoid, which stops the straight-through gradient. The standardisation is
   folded into the stored encoder (``projection_``, ``offset_``), so encoding costs one affine map.
 * **ξ during training.** ``xi="stochastic"`` draws ξ ~ U(0, 1) (the paper); ``xi="deterministic"``
-  fixes ξ = 0.5 (the released demo). Default ``"stochastic"``, by measurement (scripts/sgh_xi_study.py,
-  64 bits, mAP@all of a 1,000-query Hamming ranking, mean of 2 seeds): on Fashion-MNIST pixels
-  (5,000 train) stochastic 0.335 vs deterministic 0.320; on sklearn digits 0.446 vs 0.438. The noise
-  keeps bits whose probabilities sit near 0.5 from being tied to one value, which is what the
-  paper's MDL argument asks for. To be re-measured on the CIFAR-10 features.
+  fixes ξ = 0.5 (the released demo).
+
+Defaults ``xi="stochastic"`` and ``standardize=True`` by measurement: 64 bits, mAP over the whole
+database of a stable Hamming ranking, same class = relevant, mean of seeds 0 and 1, all other
+hyper-parameters at their defaults (scripts/sgh_xi_study.py, scripts/deep_baselines_cifar_study.py):
+
+    ==========================================  ===========  ===========  ===========  ===========
+    data: training rows / database / queries     stochastic   determin.    stochastic   determin.
+                                                 standardised standardised raw          raw
+    ==========================================  ===========  ===========  ===========  ===========
+    CIFAR-10 EfficientNet-Lite0 (5,000/=/1,000)  **0.243**    0.229        0.227        0.212
+    Fashion-MNIST pixels (5,000/10,000/1,000)    0.471        0.442        **0.488**    0.463
+    sklearn digits pixels (1,500/=/297)          0.590        0.537        **0.641**    0.611
+    ==========================================  ===========  ===========  ===========  ===========
+
+The stochastic ξ wins everywhere (+0.014 to +0.053); standardising wins on CNN features, where it is
+also far steadier across seeds (0.243/0.243 against 0.246/0.208), but loses on [0, 1] pixels, the
+demo's input, for which ``standardize=False`` is the faithful setting. (CIFAR-10: the lossy JPEG
+copy of the images, features at the extractor's 96 px input.) Not adopted, for the record: on the
+same CIFAR-10 features ``lr=1e-3`` gives 0.291 (seed 0) against 0.243 at the demo's 1e-2, as the
+dossier anticipated for CNN features; the rate stays the authors' until a sweep on the benchmark's
+own split decides.
 """
 from __future__ import annotations
 
@@ -142,7 +159,8 @@ class SGH(Hasher):
         n = X.shape[0]
         if self.standardize:
             mean, std = standardisation(X)
-            train_X = ((X - mean) / std).astype(np.float32)
+            # In the input's precision (float32 for features): one temporary of X's size, not a float64 one.
+            train_X = ((X - mean.astype(X.dtype)) / std.astype(X.dtype)).astype(np.float32, copy=False)
         else:
             mean = std = None
             train_X = X

@@ -40,20 +40,24 @@ from methods.base import Hasher, InputError
 from methods.registry import register_method
 
 _BLOCK_ROWS = 8192
-# exp(t) ≈ sinh(1) t + cosh(1) on [-1, 1]: interpolates exp at ±1; its largest error is at t = ln sinh(1).
-_EXP_LINEAR_MAX_ERROR = float(math.cosh(1) + math.sinh(1) * math.log(math.sinh(1)) - math.sinh(1))
+
+
+def shared_features(X: np.ndarray, rho: float) -> np.ndarray:
+    """``G`` (n, d + 1), float64: the columns ``P`` and ``Q`` share (all but their last, ``±1``)."""
+    X = np.asarray(X, dtype=np.float64)
+    decay = np.exp(-np.einsum("ij,ij->i", X, X) / rho)
+    G = np.empty((X.shape[0], X.shape[1] + 1))
+    np.multiply(X, math.sqrt(2 * (math.e - 1 / math.e) / rho) * decay[:, None], out=G[:, :-1])
+    G[:, -1] = math.sqrt(math.e + 1 / math.e) * decay
+    return G
 
 
 def transformed_features(X: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(P, Q)`` of the module docstring, float64 (n, d + 2); ``P Qᵀ = S̃``."""
-    X = np.asarray(X, dtype=np.float64)
-    decay = np.exp(-np.einsum("ij,ij->i", X, X) / rho)
-    part = math.sqrt(2 * (math.e - 1 / math.e) / rho) * X * decay[:, None]
-    middle = math.sqrt(math.e + 1 / math.e) * decay
-    ones = np.ones(X.shape[0])
-    P = np.column_stack([part, middle, ones])
-    Q = np.column_stack([part, middle, -ones])
-    return P, Q
+    """``(P, Q)`` of the module docstring, float64 (n, d + 2); ``P Qᵀ = S̃``. (The learner uses only
+    their shared part `shared_features`.)"""
+    G = shared_features(X, rho)
+    ones = np.ones((G.shape[0], 1))
+    return np.hstack([G, ones]), np.hstack([G, -ones])
 
 
 def approximate_similarity(X: np.ndarray, Y: np.ndarray, rho: float) -> np.ndarray:
@@ -95,27 +99,35 @@ def sign_bits(values: np.ndarray) -> np.ndarray:
 
 
 def sequential_bits(
-    K: np.ndarray, P: np.ndarray, Q: np.ndarray, n_bits: int, gamma: float, refine_passes: int,
-    rng: np.random.Generator,
+    K: np.ndarray, G: np.ndarray, n_bits: int, gamma: float, refine_passes: int, rng: np.random.Generator,
 ) -> tuple[np.ndarray, list[float]]:
-    """Learn ``W`` (m, n_bits) bit by bit (module docstring).
+    """Learn ``W`` (m, n_bits) bit by bit (module docstring) from the centred kernel features ``K``
+    (n, m) and the shared part ``G`` of ``P = [G, 1]`` and ``Q = [G, -1]``.
 
     Returns ``(W, losses)``: ``losses`` has, after each bit update (``n_bits`` sequential ones, then
     ``n_bits`` per refinement pass), ``(||c S̃ - B Bᵀ||²_F - ||c S̃||²_F) / n²`` for the current ``B``,
-    computed from ``Pᵀ b`` and ``Qᵀ b`` without forming ``S̃``.
+    computed from ``Gᵀ b`` and ``1ᵀ b`` without forming ``S̃``.
     """
     n, m = K.shape
     c = float(n_bits)
-    KP, KQ = K.T @ P, K.T @ Q
-    A = c * KP @ KQ.T  # Kᵀ (c S̃) K
+    KG, K1 = K.T @ G, K.sum(axis=0)
+    A = c * (KG @ KG.T - np.outer(K1, K1))  # Kᵀ (c P Qᵀ) K
     Z = K.T @ K + gamma * np.eye(m)
     W = np.zeros((m, n_bits))
     B = np.zeros((n, n_bits))
+    # Gᵀ B, 1ᵀ B and Bᵀ B, updated one column at a time as bits change.
+    GB, OB, BB = np.zeros((G.shape[1], n_bits)), np.zeros(n_bits), np.zeros((n_bits, n_bits))
+
+    def set_bit(k: int, b: np.ndarray) -> None:
+        B[:, k] = b
+        GB[:, k], OB[k] = G.T @ b, b.sum()
+        BB[:, k] = BB[k, :] = B.T @ b
 
     def objective() -> float:
-        # ||cS̃ - BBᵀ||² - ||cS̃||² = -2c tr(Bᵀ P Qᵀ B) + ||BᵀB||²
-        cross = float(np.einsum("ik,ik->", P.T @ B, Q.T @ B))
-        return (-2 * c * cross + float(np.sum((B.T @ B) ** 2))) / n**2
+        # ||cS̃ - BBᵀ||² - ||cS̃||² = -2c tr(Bᵀ P Qᵀ B) + ||BᵀB||²,
+        # tr(Bᵀ P Qᵀ B) = Σ_k ||Gᵀ b_k||² - (1ᵀ b_k)²
+        cross = float(np.sum(GB**2) - np.sum(OB**2))
+        return (-2 * c * cross + float(np.sum(BB**2))) / n**2
 
     def solve(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         w = top_generalized_eigenvector(A, Z)
@@ -125,14 +137,16 @@ def sequential_bits(
 
     losses = []
     for k in range(n_bits):
-        W[:, k], B[:, k], v = solve(A)
+        W[:, k], b, v = solve(A)
+        set_bit(k, b)
         A = A - np.outer(v, v)
         losses.append(objective())
     for _ in range(refine_passes):
         for k in rng.permutation(n_bits):
             v_old = K.T @ B[:, k]
             A = A + np.outer(v_old, v_old)
-            W[:, k], B[:, k], v = solve(A)
+            W[:, k], b, v = solve(A)
+            set_bit(k, b)
             A = A - np.outer(v, v)
             losses.append(objective())
     return W, losses
@@ -161,6 +175,7 @@ class ScalableGraphHashing(Hasher):
         "Q.-Y. Jiang, W.-J. Li, Scalable Graph Hashing with Feature Transformation, IJCAI 2015 "
         "(MATLAB code mirrored in github.com/willard-yuan/hashing-baseline-for-image-retrieval, Method-SGH)"
     )
+    conformance_params = {"n_anchors": 50}
 
     def __init__(
         self, n_bits: int, *, seed: int = 0, n_anchors: int = 300, rho: float = 2.0, gamma: float = 1e-6,
@@ -185,27 +200,34 @@ class ScalableGraphHashing(Hasher):
     def _fit(self, X: np.ndarray) -> None:
         self._check_hyper()
         rng = np.random.default_rng(self.seed)
-        X64 = np.asarray(X, dtype=np.float64)
-        mean = X64.mean(axis=0)
-        centred = X64 - mean
-        radius = float(np.sqrt(np.einsum("ij,ij->i", centred, centred).max()))
+        n, d = X.shape
+        blocks = [slice(s, s + _BLOCK_ROWS) for s in range(0, n, _BLOCK_ROWS)]
+        # Rows are centred and scaled into the unit ball block by block: no float64 copy of X is kept.
+        mean = X.mean(axis=0, dtype=np.float64)
+        radius = math.sqrt(max(float(((np.asarray(X[b], np.float64) - mean) ** 2).sum(1).max()) for b in blocks))
         scale = radius if radius > 0 else 1.0
-        scaled = centred / scale
-        n = X.shape[0]
+
+        def scaled(rows) -> np.ndarray:
+            return (np.asarray(X[rows], dtype=np.float64) - mean) / scale
+
         m = min(int(self.n_anchors), n)
-        anchors = scaled[np.sort(rng.choice(n, size=m, replace=False))]
+        anchor_rows = np.sort(rng.choice(n, size=m, replace=False))
+        anchors = scaled(anchor_rows)
+        K, G = np.empty((n, m)), np.empty((n, d + 1))
+        for b in blocks:
+            rows = scaled(b)
+            K[b] = squared_distances(rows, anchors)
+            G[b] = shared_features(rows, float(self.rho))
         # δ: the mean squared distance to the anchors (the authors' trainSGH.m).
-        total = sum(squared_distances(scaled[s : s + _BLOCK_ROWS], anchors).sum() for s in range(0, n, _BLOCK_ROWS))
-        bandwidth = float(total) / (n * m)
+        bandwidth = float(K.mean())
         if not bandwidth > 0:
             raise InputError("sgh-graph needs training rows that are not all identical")
-        K = rbf_features(scaled, anchors, bandwidth)
+        np.exp(K / (-2 * bandwidth), out=K)
         kernel_mean = K.mean(axis=0)
         K -= kernel_mean
-        P, Q = transformed_features(scaled, float(self.rho))
-        W, losses = sequential_bits(K, P, Q, int(self.n_bits), float(self.gamma), int(self.refine_passes), rng)
-        # Anchors and δ back in input units: the kernel is translation-invariant and δ scales with it.
-        self.anchors_ = anchors * scale + mean
+        W, losses = sequential_bits(K, G, int(self.n_bits), float(self.gamma), int(self.refine_passes), rng)
+        # Anchors and δ in input units: the kernel is translation-invariant and δ scales with the data.
+        self.anchors_ = np.array(X[anchor_rows], dtype=np.float64)
         self.bandwidth_ = bandwidth * scale**2
         self.kernel_mean_ = kernel_mean
         self.projection_ = W
@@ -214,7 +236,8 @@ class ScalableGraphHashing(Hasher):
     def _project(self, X: np.ndarray) -> np.ndarray:
         out = np.empty((X.shape[0], int(self.n_bits)))
         for start in range(0, X.shape[0], _BLOCK_ROWS):
-            K = rbf_features(np.asarray(X[start : start + _BLOCK_ROWS], dtype=np.float64), self.anchors_, self.bandwidth_)
+            rows = np.asarray(X[start : start + _BLOCK_ROWS], dtype=np.float64)
+            K = rbf_features(rows, self.anchors_, self.bandwidth_)
             out[start : start + _BLOCK_ROWS] = (K - self.kernel_mean_) @ self.projection_
         return out
 

@@ -12,8 +12,9 @@ CIFAR-10: numbers are close to, not identical with, the official pixels) and pri
    pairs of images: AUC of the tags' Jaccard overlap, the share of pairs with at least one common tag and
    the precision of that event.
 
-Run: ``.venv/bin/python scripts/measure_feature_defaults.py`` (about 10-30 min on 2 cores; the computed
-arrays are cached under a private folder, ``--cache``, so a rerun with other k or metrics is quick).
+Run: ``.venv/bin/python scripts/measure_feature_defaults.py --threads 1`` (about 30 min of one core; the
+computed arrays are cached under a private folder, ``--cache``, so a rerun only redoes the timings). The
+numbers in the docstrings of `datasets.features.effnet` and `datasets.features.side` come from it.
 """
 from __future__ import annotations
 
@@ -91,14 +92,47 @@ def tag_pair_scores(tags: np.ndarray, labels: np.ndarray) -> tuple[float, float,
             float(same[share].mean()) if share.any() else float("nan"))
 
 
-def best_rate(fn, batch: np.ndarray, repeats: int) -> float:
-    fn(batch[:8])  # warm-up: first-call allocations
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(batch)
-        best = min(best, time.perf_counter() - t0)
-    return len(batch) / best
+def feature_pair_auc(features: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    iu = np.triu_indices(len(x), 1)
+    return float(roc_auc_score((labels[:, None] == labels[None, :])[iu], (x @ x.T)[iu]))
+
+
+def speed_table(specs: list[tuple[str, int, str]], images: np.ndarray, rounds: int) -> dict:
+    """img/s of each (network, size, 'pooled'|'logits') on ``images``: best of ``rounds`` timings.
+
+    The images go through the network in chunks of the extractor's default batch size for that size.
+    The specs are timed round-robin, so a burst of load from other processes hits every spec alike
+    rather than the one that happened to run during it. With ``--threads 1`` the timing is CPU time
+    (``time.process_time``), which other processes on a shared machine barely disturb; with more
+    threads it is wall time (CPU time would add up the threads' spinning).
+    """
+    import torch
+
+    from datasets.features.backbone import Backbone, auto_batch_size
+
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+
+    def chunked(batch, bb, fn, step):
+        for lo in range(0, len(batch), step):
+            fn(bb.normalize(bb.prepare(batch[lo:lo + step])))
+
+    runs = {}
+    for network, size, head in specs:
+        backbone = Backbone(network, size)
+        fn = backbone.pooled if head == "pooled" else backbone.logits
+        step = auto_batch_size(size, backbone.device)
+        runs[(network, size, head)] = lambda b, bb=backbone, fn=fn, step=step: chunked(b, bb, fn, step)
+        runs[(network, size, head)](images[:step])  # warm-up: first-call allocations
+    best = {spec: float("inf") for spec in runs}
+    for _ in range(rounds):
+        for spec, run in runs.items():
+            t0 = clock()
+            run(images)
+            best[spec] = min(best[spec], clock() - t0)
+    return {spec: len(images) / t for spec, t in best.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,15 +140,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--archive", type=Path, default=ARCHIVE)
     ap.add_argument("--per-class", type=int, default=200, help="images per class for the feature part")
     ap.add_argument("--tag-per-class", type=int, default=100, help="images per class for the tag part")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128, 160])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128, 160, 224])
     ap.add_argument("--tag-models", nargs="+", default=["efficientnet-lite2:96", "efficientnet-lite2:128",
-                                                        "efficientnet-lite2:160", "efficientnet-lite2:260",
-                                                        "same:96"],
+                                                        "efficientnet-lite2:160", "efficientnet-lite2:224",
+                                                        "efficientnet-lite2:260", "same:128"],
                     help="network:input_size pairs; 'same' is the feature network (efficientnet-lite0)")
-    ap.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 10])
-    ap.add_argument("--timing-batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 10, 20])
+    ap.add_argument("--timing-batch", type=int, default=64, help="images per timing (in default-size batches)")
+    ap.add_argument("--repeats", type=int, default=5, help="timing rounds (best one is kept)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "hashbench-measure-cache")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--skip-features", action="store_true")
     ap.add_argument("--skip-tags", action="store_true")
     args = ap.parse_args(argv)
@@ -124,9 +159,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from datasets.base import Dataset
     from datasets.features import compute_features, compute_side
-    from datasets.features.backbone import Backbone
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = "CPU time" if torch.get_num_threads() == 1 else "wall time"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads ({clock}), load average {os.getloadavg()}")
     per = max(args.per_class, args.tag_per_class)
     images, labels, classes = read_cifar_subset(args.archive, "test", per)
     print(f"read {len(images)} CIFAR-10 test images ({per} per class) from {args.archive}", flush=True)
@@ -140,12 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_features:
         data = subset(args.per_class)
         print(f"\n## effnet-lite0 features, {len(data)} images\n")
+        rates = speed_table([("efficientnet-lite0", size, "pooled") for size in args.sizes], timing_batch,
+                            args.repeats)
         print("| size | img/s (best of %d) | P@100 cos | mAP PCA-32 | mAP PCA-64 | extract s |" % args.repeats)
         print("|---|---|---|---|---|---|")
         for size in args.sizes:
-            backbone = Backbone("efficientnet-lite0", size)
-            rate = best_rate(lambda b: backbone.pooled(backbone.normalize(backbone.prepare(b))),
-                             timing_batch, args.repeats)
+            rate = rates[("efficientnet-lite0", size, "pooled")]
             t0 = time.perf_counter()
             feats, _ = compute_features(data, "effnet-lite0", input_size=size)
             took = time.perf_counter() - t0
@@ -159,12 +196,11 @@ def main(argv: list[str] | None = None) -> None:
               "share of pairs with a common tag / P(same class | common tag)\n")
         print("| model | size | img/s | " + " | ".join(f"k={k}" for k in args.ks) + " |")
         print("|---|---|---|" + "---|" * len(args.ks))
-        for spec in args.tag_models:
-            model, _, size = spec.partition(":")
-            size = int(size)
-            backbone = Backbone("efficientnet-lite0" if model == "same" else model, size)
-            rate = best_rate(lambda b: backbone.logits(backbone.normalize(backbone.prepare(b))),
-                             timing_batch, args.repeats)
+        specs = [(model, int(size)) for model, _, size in (spec.partition(":") for spec in args.tag_models)]
+        network = {model: "efficientnet-lite0" if model == "same" else model for model, _ in specs}
+        rates = speed_table([(network[m], size, "logits") for m, size in specs], timing_batch, args.repeats)
+        for model, size in specs:
+            rate = rates[(network[model], size, "logits")]
             cells = []
             for k in args.ks:
                 tags, _ = compute_side(data, "tags", k=k, tag_model=model, input_size=size)
@@ -174,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {model} | {size} | {rate:.0f} | " + " | ".join(cells) + " |", flush=True)
         chance = (args.tag_per_class - 1) / (len(data) - 1)  # P(same class) of a random pair
         print(f"\n(chance P(same class) = {chance:.3f})")
+        for size in args.sizes:  # for scale: how well the features' own similarity separates the pairs
+            feats, _ = compute_features(data, "effnet-lite0", input_size=size)
+            print(f"effnet-lite0 features at {size} px, AUC of cosine similarity for same class: "
+                  f"{feature_pair_auc(feats, data.labels):.3f}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,23 @@
 """Shared test configuration."""
 import os
 
-import pytest
+# One thread per library: the test workloads are small, and on a 2-core machine shared with other jobs,
+# two threads per process oversubscribe the cores and slow small torch/BLAS calls down many times over.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-# Tests must never write into a user's cache or the working folder's MLflow store.
-os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "false")
+import pytest  # noqa: E402
+
+
+os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "false")  # tests use sqlite stores, never ./mlruns
+
+
+def pytest_configure(config):
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def _finished_runs(uri: str, experiment: str = "digits/digits"):
 
 
 def test_run_records_nested_runs_with_metrics(tracking_uri, capsys):
-    status = main(["run", "--methods", "itq,sh", "--dataset", "digits", "--bits", "16,32",
+    status = main(["run", "--methods", "itq,sh", "--dataset", "digits", "--features", "pixels", "--bits", "16,32",
                    "--tracking-uri", tracking_uri])
     assert status == 0
     out = capsys.readouterr().out
@@ -47,7 +47,7 @@ def test_run_records_nested_runs_with_metrics(tracking_uri, capsys):
 
 
 def test_identical_run_is_skipped_unless_forced(tracking_uri, capsys):
-    args = ["run", "--methods", "lsh", "--dataset", "digits", "--bits", "16", "--tracking-uri", tracking_uri]
+    args = ["run", "--methods", "lsh", "--dataset", "digits", "--features", "pixels", "--bits", "16", "--tracking-uri", tracking_uri]
     assert main(args) == 0
     first = _finished_runs(tracking_uri)
     assert main(args) == 0
@@ -72,7 +72,7 @@ def test_identical_run_is_skipped_unless_forced(tracking_uri, capsys):
     (["--methods", "itq", "--param", "sh.n_iter=1"], "not in --methods"),
 ])
 def test_user_errors_exit_2_with_one_line(tracking_uri, capsys, args, expected):
-    status = main(["run", "--dataset", "digits", "--tracking-uri", tracking_uri] + args
+    status = main(["run", "--dataset", "digits", "--features", "pixels", "--tracking-uri", tracking_uri] + args
                   if "--dataset" not in args else ["run", "--tracking-uri", tracking_uri] + args)
     err = capsys.readouterr().err
     assert status == 2
@@ -114,7 +114,7 @@ class _Broken(Hasher):
 def test_a_failing_method_is_recorded_and_the_sweep_goes_on(tracking_uri, capsys):
     register_method(_Broken)
     try:
-        status = main(["run", "--methods", "broken-for-test,lsh", "--dataset", "digits", "--bits", "8",
+        status = main(["run", "--methods", "broken-for-test,lsh", "--dataset", "digits", "--features", "pixels", "--bits", "8",
                        "--tracking-uri", tracking_uri])
     finally:
         _REGISTRY.pop("broken-for-test", None)
@@ -131,7 +131,7 @@ def test_a_failing_method_is_recorded_and_the_sweep_goes_on(tracking_uri, capsys
 
 
 def test_report_and_plot_from_the_store(tracking_uri, tmp_path, capsys):
-    assert main(["run", "--methods", "lsh,pcah", "--dataset", "digits", "--bits", "8,16", "--seeds", "0,1",
+    assert main(["run", "--methods", "lsh,pcah", "--dataset", "digits", "--features", "pixels", "--bits", "8,16", "--seeds", "0,1",
                  "--tracking-uri", tracking_uri]) == 0
     capsys.readouterr()
     assert main(["report", "--tracking-uri", tracking_uri, "--format", "markdown"]) == 0

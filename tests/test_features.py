@@ -221,7 +221,7 @@ def test_dataset_identity_tracks_content():
 
 def test_compute_features_keeps_working_for_pixels_and_precomputed(data_home):
     data = _rgb(10)
-    pixels, info = compute_features(data)
+    pixels, info = compute_features(data, "pixels")
     assert info["features"] == "pixels" and pixels.shape == (10, 32 * 32 * 3)
     np.testing.assert_allclose(pixels[4], data.images[4].reshape(-1) / 255.0, rtol=1e-6)
     rows = np.array([7, 2])

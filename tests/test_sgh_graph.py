@@ -12,6 +12,7 @@ from methods.sgh_graph import (
     approximate_similarity,
     rbf_features,
     sequential_bits,
+    shared_features,
     transformed_features,
 )
 
@@ -75,14 +76,13 @@ def small_problem():
     anchors = X[:40]
     K = rbf_features(X, anchors, float(cdist(X, anchors, "sqeuclidean").mean()))
     K -= K.mean(0)
-    P, Q = transformed_features(X, 2.0)
-    return X, K, P, Q
+    return X, K, shared_features(X, 2.0)
 
 
 def test_each_sequential_bit_solves_the_generalised_eigenproblem_of_its_residual(small_problem):
-    X, K, P, Q = small_problem
+    X, K, G = small_problem
     n_bits, gamma = 4, 1e-6
-    W, _ = sequential_bits(K, P, Q, n_bits, gamma, 0, np.random.default_rng(0))
+    W, _ = sequential_bits(K, G, n_bits, gamma, 0, np.random.default_rng(0))
     S = approximate_similarity(X, X, 2.0)  # dense n × n, formed here only
     Z = K.T @ K + gamma * np.eye(K.shape[1])
     residual = n_bits * S
@@ -99,9 +99,9 @@ def test_each_sequential_bit_solves_the_generalised_eigenproblem_of_its_residual
 
 @pytest.mark.parametrize("refine_passes", [0, 1])
 def test_logged_objective_equals_the_dense_residual(small_problem, refine_passes):
-    X, K, P, Q = small_problem
+    X, K, G = small_problem
     n_bits = 5
-    W, losses = sequential_bits(K, P, Q, n_bits, 1e-6, refine_passes, np.random.default_rng(1))
+    W, losses = sequential_bits(K, G, n_bits, 1e-6, refine_passes, np.random.default_rng(1))
     assert len(losses) == n_bits * (1 + refine_passes)
     S = approximate_similarity(X, X, 2.0)
     B = np.where(K @ W >= 0, 1.0, -1.0)
@@ -121,7 +121,8 @@ def test_bandwidth_and_anchors_come_from_the_training_data(fitted):
     model, X, _ = fitted
     train = X[:500].astype(np.float64)
     assert model.anchors_.shape == (100, 32)
-    assert np.abs(cdist(model.anchors_, train).min(axis=1)).max() < 1e-9  # anchors are training rows
+    assert cdist(model.anchors_, train).min(axis=1).max() == 0  # anchors are training rows
+    assert len(np.unique(model.anchors_, axis=0)) == 100
     assert model.bandwidth_ == pytest.approx(cdist(train, model.anchors_, "sqeuclidean").mean(), rel=1e-9)
     K = np.exp(-cdist(train, model.anchors_, "sqeuclidean") / (2 * model.bandwidth_))
     np.testing.assert_allclose(model.kernel_mean_, K.mean(0), rtol=1e-9)

@@ -86,6 +86,22 @@ def resolve_device(device: Any = None):
     return torch.device(device)
 
 
+def auto_batch_size(input_size: int, device: Any) -> int:
+    """Images per forward pass when none is given: 256 on a GPU; on CPU the largest power of two
+    (at most 64) that keeps the biggest activation, 96 channels at half resolution (``96 s^2`` bytes
+    per image), within 32 MiB. Larger buffers are beyond glibc's largest mmap threshold, so they are
+    mapped and unmapped at every batch and page faults then double the CPU time (measured at 128 px:
+    batch 64 gives 78 img/s per core, batch 16 gives 144; at 160 px batch 8 beats 64 by 2.2x).
+    """
+    if resolve_device(device).type == "cuda":
+        return 256
+    per_image = 96 * int(input_size) ** 2
+    batch = 1
+    while batch < 64 and 2 * batch * per_image <= 32 << 20:
+        batch *= 2
+    return batch
+
+
 @functools.lru_cache(maxsize=4)
 def _load(network: str, input_size: int, device: str):
     import torch
@@ -118,18 +134,25 @@ class Backbone:
     def normalize(x):
         return (x - 127.0) / 128.0
 
+    @staticmethod
+    def _layout(x):
+        import torch
+
+        # channels-last: CPU convolutions run ~1.5x faster on it (measured on this network, 128 px)
+        return x.contiguous(memory_format=torch.channels_last)
+
     def pooled(self, x_normalized) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            out = self.model.extract_features(x_normalized).mean((2, 3))
+            out = self.model.extract_features(self._layout(x_normalized)).mean((2, 3))
         return out.float().cpu().numpy()
 
     def logits(self, x_normalized) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            out = self.model(x_normalized)
+            out = self.model(self._layout(x_normalized))
         return out.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:

@@ -233,8 +233,8 @@ def cached_rows(data: Dataset, rows: np.ndarray, compute: Callable[[np.ndarray],
     the store ``(data, kind, key)`` are computed, in increasing order, ``batch_size`` at a time, with a
     progress bar (shown on terminals only). Returns the values and the store path ("" without cache).
     """
-    if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise DataError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not use_cache:
         todo = np.unique(rows)
         computed = _compute_in_batches(todo, compute, None, row_shape, dtype, batch_size, kind)
@@ -257,12 +257,13 @@ def _compute_in_batches(todo, compute, store, row_shape, dtype, batch_size, kind
     pending: list[tuple[np.ndarray, np.ndarray]] = []  # computed, not yet committed (row, value) batches
 
     def commit_before(limit_row: int) -> None:
-        if not pending:
+        first_open_row = (limit_row // store.block_rows) * store.block_rows
+        if not pending or pending[0][0][0] >= first_open_row:  # rows ascend: nothing is ready yet
             return
         rows = np.concatenate([r for r, _ in pending])
         vals = np.concatenate([v for _, v in pending])
         blocks = rows // store.block_rows
-        ready = rows < (limit_row // store.block_rows) * store.block_rows
+        ready = rows < first_open_row
         for block in np.unique(blocks[ready]):
             sel = blocks == block
             store.commit(int(block), rows[sel] - int(block) * store.block_rows, vals[sel])

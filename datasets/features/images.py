@@ -33,17 +33,17 @@ def _check_dtype(dtype: np.dtype) -> None:
                         "(e.g. np.round(x * 255).astype(np.uint8) for images in [0, 1])")
 
 
-def _channels_first(batch: np.ndarray) -> np.ndarray:
-    """``(B, H, W[, C])`` -> ``(B, C, H, W)`` with C in {1, 3}."""
-    if batch.ndim == 3:
-        return batch[:, None]
-    if batch.ndim == 4 and batch.shape[3] in (1, 3):
-        return batch.transpose(0, 3, 1, 2)
-    raise DataError(f"images must be (H, W) grey or (H, W, 3) RGB, got a batch of shape {batch.shape[1:]}")
+def _check_layout(shape: tuple[int, ...]) -> None:
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3))):
+        raise DataError(f"images must be (H, W) grey or (H, W, 3) RGB, got a batch of shape {shape[1:]}")
 
 
 def to_input_batch(batch: np.ndarray | list[np.ndarray], size: int, device: Any):
-    """``(B, 3, size, size)`` float32 tensor in ``[0, 255]`` on ``device`` (see the module docstring)."""
+    """``(B, 3, size, size)`` float32 tensor in ``[0, 255]`` on ``device`` (see the module docstring).
+
+    RGB batches come out channels-last in memory (a free view of ``(B, H, W, 3)`` data), the layout
+    in which CPU convolutions run ~1.5x faster.
+    """
     import torch
 
     if isinstance(batch, list):
@@ -51,7 +51,9 @@ def to_input_batch(batch: np.ndarray | list[np.ndarray], size: int, device: Any)
         if len(shapes) > 1:  # images of different sizes (list-file datasets) are resized one by one
             return torch.cat([to_input_batch(img[None], size, device) for img in batch])
         batch = np.stack(batch) if batch else np.zeros((0, size, size, 3), np.uint8)
-    x = torch.from_numpy(np.ascontiguousarray(_channels_first(batch))).to(device).float()
+    _check_layout(batch.shape)
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+    x = (x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)).float()
     if x.shape[-2:] != (size, size):
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                                             antialias=True)

@@ -25,6 +25,10 @@ EXTRACTORS: dict[str, str] = {
 }
 
 
+# Image datasets get ImageNet CNN features unless told otherwise (``--features pixels`` for raw pixels).
+DEFAULT_EXTRACTOR = "effnet-lite0"
+
+
 def extractor_names() -> list[str]:
     return sorted(EXTRACTORS)
 
@@ -39,7 +43,7 @@ def compute_features(data: Dataset, extractor: str | None = None, indices: Any =
     if data.features is not None and extractor in (None, "precomputed"):
         feats = np.asarray(data.features, dtype=np.float32)
         return (feats if rows is None else feats[rows]), {"features": "precomputed"}
-    extractor = extractor or "pixels"
+    extractor = extractor or DEFAULT_EXTRACTOR
     if extractor == "precomputed":
         raise DataError(f"{data.name} has no pre-extracted features; choose one of {extractor_names()}")
     target = EXTRACTORS.get(extractor)

@@ -17,8 +17,8 @@ pytest.importorskip("efficientnet_lite_pytorch")
 
 from datasets.base import Dataset  # noqa: E402
 from datasets.features import compute_features  # noqa: E402
-from datasets.features.backbone import Backbone  # noqa: E402
-from datasets.features.effnet import DEFAULT_BATCH_SIZE, DEFAULT_INPUT_SIZE  # noqa: E402
+from datasets.features.backbone import Backbone, auto_batch_size  # noqa: E402
+from datasets.features.effnet import DEFAULT_INPUT_SIZE  # noqa: E402
 
 N_IMAGES = 512
 ROUNDS = 3
@@ -27,10 +27,11 @@ ROUNDS = 3
 def test_extraction_throughput_is_within_10_percent_of_a_bare_loop(benchmark, tmp_path, monkeypatch):
     import torch.nn.functional as F
 
-    size, bs = DEFAULT_INPUT_SIZE, DEFAULT_BATCH_SIZE
+    size = DEFAULT_INPUT_SIZE
+    bs = auto_batch_size(size, "cpu")  # the extractor's default batch on CPU
     images = np.random.default_rng(0).integers(0, 256, (N_IMAGES, 32, 32, 3), dtype=np.uint8)
     data = Dataset(name="speed", labels=np.zeros(N_IMAGES, np.int64), images=images, source="benchmark")
-    model = Backbone("efficientnet-lite0", size).model  # the very network object the extractor uses
+    model = Backbone("efficientnet-lite0", size, "cpu").model  # the very network object the extractor uses
 
     def bare() -> np.ndarray:
         out = []
@@ -47,7 +48,7 @@ def test_extraction_throughput_is_within_10_percent_of_a_bare_loop(benchmark, tm
     def ours() -> np.ndarray:
         monkeypatch.setenv("HASHBENCH_DATA", str(tmp_path / f"cache-{next(cold)}"))  # cold cache every round
         t0 = time.perf_counter()
-        feats = compute_features(data, "effnet-lite0", input_size=size, batch_size=bs)[0]
+        feats = compute_features(data, "effnet-lite0", input_size=size, device="cpu")[0]
         times["ours"].append(time.perf_counter() - t0)
         return feats
 
