@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.tracking import KIND_TAG, RUN_KEY_TAG, Tracker
+from bench.tracking import CONFIG_KEY_TAG, KIND_TAG, RUN_KEY_TAG, Tracker
 
 
 def load_runs(tracker: Tracker, experiment: str | None = None, sweep: str | None = None) -> pd.DataFrame:
@@ -36,6 +36,7 @@ def load_runs(tracker: Tracker, experiment: str | None = None, sweep: str | None
                 rows.append({
                     "experiment": name, "run_id": run.info.run_id, "sweep": parent,
                     "run_key": run.data.tags.get(RUN_KEY_TAG, run.info.run_id),
+                    "config": run.data.tags.get(CONFIG_KEY_TAG, run.data.tags.get(RUN_KEY_TAG, run.info.run_id)),
                     "method": p.get("method"), "n_bits": int(p.get("n_bits", 0)), "seed": int(p.get("seed", 0)),
                     "dataset": p.get("dataset"), "protocol": p.get("protocol"), "features": p.get("features"),
                     "topk": int(p.get("topk", 0)), "start_time": run.info.start_time,
@@ -48,8 +49,20 @@ def load_runs(tracker: Tracker, experiment: str | None = None, sweep: str | None
     if frame.empty:
         where = f"experiment {experiment!r}" if experiment else "any experiment"
         raise UsageError(f"no finished runs in {where} of {tracker.uri}; run `python -m bench run` first")
-    frame = frame.sort_values("start_time").drop_duplicates("run_key", keep="last")
-    return frame.reset_index(drop=True)
+    frame = frame.sort_values("start_time").drop_duplicates("run_key", keep="last").reset_index(drop=True)
+    return label_configurations(frame)
+
+
+def label_configurations(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one method under different settings (hyper-parameters, features, code version) are never
+    averaged together: where a method has several configurations in an experiment, each becomes its own
+    row, ``method#<config>``, with the configuration's short hash (its parameters are in MLflow)."""
+    frame = frame.copy()
+    frame["method_name"] = frame["method"]
+    n_configs = frame.groupby(["experiment", "method"])["config"].transform("nunique")
+    several = n_configs > 1
+    frame.loc[several, "method"] = frame.loc[several, "method"] + "#" + frame.loc[several, "config"].str[:6]
+    return frame
 
 
 def default_metric(frame: pd.DataFrame) -> str:

@@ -20,7 +20,7 @@ from bench.errors import UsageError
 from bench.measure import peak_rss_mb, reset_peak_rss, timer
 from bench.prepare import Prepared, prepare
 from bench.sweep import SweepSpec
-from bench.tracking import ERROR_TAG, KIND_TAG, RUN_KEY_TAG, Tracker
+from bench.tracking import CONFIG_KEY_TAG, ERROR_TAG, KIND_TAG, RUN_KEY_TAG, Tracker
 from datasets import get_protocol
 from datasets.registry import get_loader
 from methods import get_method
@@ -165,8 +165,11 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
                 params = cls(n_bits=bits, seed=seed, **spec.overrides.get(name, {})).get_params()
                 run_params = {f"hp_{k}" if k in HARNESS_KEYS - {"n_bits", "seed"} else k: v
                               for k, v in params.items()}
-                key = _run_key({"method": name, "params": params, "common": key_common,
-                                "hashbench": package_versions()["hashbench"]})
+                identity = {"method": name, "params": params, "common": key_common,
+                            "hashbench": package_versions()["hashbench"]}
+                key = _run_key(identity)
+                config_params = {k: v for k, v in params.items() if k not in ("seed", "n_bits")}
+                config_key = _run_key({**identity, "params": config_params})
                 if not spec.force:
                     previous = tracker.find_finished(exp_id, key)
                     if previous is not None:
@@ -177,7 +180,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
                 run_id = tracker.start_run(
                     exp_id, f"{name}-{bits}b-s{seed}", parent_id=parent_id,
                     params={"method": name, **run_params, **common, **env},
-                    tags={RUN_KEY_TAG: key, KIND_TAG: "run", "method": name},
+                    tags={RUN_KEY_TAG: key, CONFIG_KEY_TAG: config_key, KIND_TAG: "run", "method": name},
                 )
                 tracker.log_text(run_id, "run_config.json", json.dumps(
                     {"method": name, "params": params, **common, **env}, indent=2, sort_keys=True, default=str))

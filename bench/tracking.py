@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RUN_KEY_TAG = "hashbench.run_key"
+RUN_KEY_TAG = "hashbench.run_key"        # identity of a run: configuration and seed
+CONFIG_KEY_TAG = "hashbench.config_key"  # identity of a configuration: the run key without the seed
 KIND_TAG = "hashbench.kind"
 ERROR_TAG = "hashbench.error"
 

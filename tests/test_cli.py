@@ -169,3 +169,19 @@ def test_module_entry_point_runs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "nosuch"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 2 and "unknown method" in out.stderr
+
+
+def test_report_never_averages_different_configurations(tracking_uri, capsys):
+    base = ["run", "--methods", "itq", "--dataset", "digits", "--features", "pixels", "--bits", "8",
+            "--tracking-uri", tracking_uri]
+    assert main(base) == 0
+    assert main(base + ["--param", "itq.n_iter=0"]) == 0
+    assert main(base + ["--seeds", "1"]) == 0  # same configuration as the first, another seed
+    capsys.readouterr()
+    frame = _finished_runs(tracking_uri)
+    assert len(frame) == 3 and frame["method"].nunique() == 2
+    counts = sorted(frame.groupby("method").size())
+    assert counts == [1, 2]  # the two seeds of one configuration share a row; the other config has its own
+    assert main(["report", "--tracking-uri", tracking_uri]) == 0
+    out = capsys.readouterr().out
+    assert out.count("itq#") == 2

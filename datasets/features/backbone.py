@@ -156,5 +156,7 @@ class Backbone:
         return out.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
-        return {"network": self.network, "input_size": self.input_size,
+        # The frozen network's size is reported beside each method's own count (the harness logs it).
+        n_params = int(sum(p.numel() for p in self.model.parameters()))
+        return {"network": self.network, "input_size": self.input_size, "backbone_parameters": n_params,
                 "weights_sha256": weights_sha256(self.network), **versions(self.network)}
