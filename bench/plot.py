@@ -8,13 +8,28 @@ import pandas as pd
 from bench.table import metric_label, summarise
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display is needed or assumed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, output: str | Path) -> Path:
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    _pyplot().close(fig)
+    return output
+
+
 def plot_metric_vs_bits(runs: pd.DataFrame, metric: str, output: str | Path, *, title: str = "") -> Path:
     """One line per method: ``metric`` (mean ± std over seeds) against code length, one panel per
     experiment (dataset/protocol)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     experiments = list(dict.fromkeys(runs["experiment"]))
     fig, axes = plt.subplots(1, len(experiments), figsize=(5.0 * len(experiments), 3.8), squeeze=False)
@@ -33,20 +48,12 @@ def plot_metric_vs_bits(runs: pd.DataFrame, metric: str, output: str | Path, *, 
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+    return _save(fig, output)
 
 
 def plot_time_vs_metric(runs: pd.DataFrame, metric: str, output: str | Path) -> Path:
     """Training time against ``metric`` for every run: where each method sits on the cost/quality plane."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     for method, part in runs.groupby("method", sort=True):
@@ -56,9 +63,4 @@ def plot_time_vs_metric(runs: pd.DataFrame, metric: str, output: str | Path) -> 
     ax.set_ylabel(metric_label(metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+    return _save(fig, output)

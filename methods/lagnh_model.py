@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import DenseGCNConv
 
+from methods._torch_device import resolve_device
+
 # F.normalize's default floor, as in the authors' row normalisations.
 _EPS = 1e-12
 
@@ -201,19 +203,6 @@ class TrainConfig:
     early_stop_patience: int  # 0: off
     early_stop_tol: float
     seed: int
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; anything else as ``torch.device`` reads it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        out = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
-    if out.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but no CUDA device is available; use device='auto' or 'cpu'")
-    return out
 
 
 def _to_tensor(a: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
