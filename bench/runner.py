@@ -186,6 +186,10 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
                     {"method": name, "params": params, **common, **env}, indent=2, sort_keys=True, default=str))
                 try:
                     metrics, history, curve_csv = run_one(cls, params, prep)
+                except KeyboardInterrupt:  # the user stopped the sweep: close its records as KILLED
+                    tracker.finish(run_id, "KILLED")
+                    tracker.finish(parent_id, "KILLED")
+                    raise
                 except Exception as exc:  # a method's failure must not end the sweep
                     message = f"{type(exc).__name__}: {exc}"
                     tracker.set_tag(run_id, ERROR_TAG, message)

@@ -185,3 +185,27 @@ def test_report_never_averages_different_configurations(tracking_uri, capsys):
     assert main(["report", "--tracking-uri", tracking_uri]) == 0
     out = capsys.readouterr().out
     assert out.count("itq#") == 2
+
+
+class _Interrupted(Hasher):
+    name = "interrupted-for-test"
+    reference = "a method during whose training the user presses Ctrl-C"
+
+    def _fit(self, X, **side):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_sweep_keeps_finished_runs_and_marks_the_open_one_killed(tracking_uri, capsys):
+    register_method(_Interrupted)
+    try:
+        status = main(["run", "--methods", "lsh,interrupted-for-test", "--dataset", "digits", "--features", "pixels",
+                       "--bits", "8", "--tracking-uri", tracking_uri])
+    finally:
+        _REGISTRY.pop("interrupted-for-test", None)
+    assert status == 130 and "finished runs are recorded" in capsys.readouterr().err
+    client = Tracker(tracking_uri).client
+    exp = client.get_experiment_by_name("digits/digits")
+    runs = client.search_runs([exp.experiment_id])
+    by_kind = {(r.data.tags.get("hashbench.kind"), r.data.params.get("method")): r.info.status for r in runs}
+    assert by_kind == {("run", "lsh"): "FINISHED", ("run", "interrupted-for-test"): "KILLED",
+                       ("sweep", None): "KILLED"}
