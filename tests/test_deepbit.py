@@ -13,6 +13,7 @@ from methods.deepbit_model import (
     rotation_loss,
     rotation_weights,
 )
+from retrieval_reference import mean_average_precision
 
 ANGLES = (-10.0, -5.0, 5.0, 10.0)
 
@@ -38,14 +39,6 @@ def clustered_with_views(n=600, d=32, k=8, seed=0):
     return X.astype(np.float32), views.astype(np.float32), labels
 
 
-def mean_average_precision(q_bits, db_bits, q_labels, db_labels):
-    aps = []
-    for bits, label in zip(q_bits, q_labels):
-        dist = np.count_nonzero(db_bits != bits, axis=1)
-        rel = db_labels[np.argsort(dist, kind="stable")] == label
-        ranks = np.flatnonzero(rel) + 1
-        aps.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
-    return float(np.mean(aps))
 
 
 # ----------------------------------------------------------------------------- the losses

@@ -7,6 +7,7 @@ from threadpoolctl import threadpool_limits
 from methods.base import InputError
 from methods.sgh import SGH, iterations_for
 from methods.sgh_model import DoublyStochasticNeuron, SGHNet, sample_thresholds, sgh_loss
+from retrieval_reference import mean_average_precision
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,15 +28,6 @@ def clustered(n=600, d=32, k=8, seed=0, spread=0.5):
     return X.astype(np.float32), labels
 
 
-def mean_average_precision(q_bits, db_bits, q_labels, db_labels):
-    """Hamming ranking (stable), mAP over the whole database: an independent slow reference."""
-    aps = []
-    for bits, label in zip(q_bits, q_labels):
-        dist = np.count_nonzero(db_bits != bits, axis=1)
-        rel = db_labels[np.argsort(dist, kind="stable")] == label
-        ranks = np.flatnonzero(rel) + 1
-        aps.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
-    return float(np.mean(aps))
 
 
 # ----------------------------------------------------------------------------- the neuron and the loss

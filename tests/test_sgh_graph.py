@@ -15,6 +15,7 @@ from methods.sgh_graph import (
     shared_features,
     transformed_features,
 )
+from retrieval_reference import mean_average_precision
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,14 +32,6 @@ def clustered(n=600, d=32, k=8, seed=0):
     return X.astype(np.float32), labels
 
 
-def mean_average_precision(q_bits, db_bits, q_labels, db_labels):
-    aps = []
-    for bits, label in zip(q_bits, q_labels):
-        dist = np.count_nonzero(db_bits != bits, axis=1)
-        rel = db_labels[np.argsort(dist, kind="stable")] == label
-        ranks = np.flatnonzero(rel) + 1
-        aps.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
-    return float(np.mean(aps))
 
 
 def in_unit_ball(n, d, seed):
