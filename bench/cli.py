@@ -82,7 +82,7 @@ def _results_frame(result):
 def _cmd_run(args) -> int:
     from bench.runner import run_sweep
     from bench.sweep import SweepSpec, parse_data_options, parse_int_list, parse_overrides
-    from bench.table import render
+    from bench.table import metric_label, render
 
     spec = SweepSpec(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
@@ -105,7 +105,7 @@ def _cmd_run(args) -> int:
             raise UsageError(f"unknown metric {metric!r}; recorded: {', '.join(sorted(frame.columns[4:]))}")
         print()
         print(render(frame, metric, args.format, method_order=list(spec.methods),
-                     title=f"{metric_title(metric)} on {result.experiment} (mean ± std over seeds)"))
+                     title=f"{metric_label(metric)} on {result.experiment} (mean ± std over seeds)"))
         if metric != "fit_seconds":
             print()
             print(render(frame, "fit_seconds", args.format, method_order=list(spec.methods),
@@ -119,15 +119,9 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def metric_title(metric: str) -> str:
-    from bench.table import metric_label
-
-    return metric_label(metric)
-
-
 def _cmd_report(args) -> int:
     from bench.report import default_metric, load_runs
-    from bench.table import render
+    from bench.table import metric_label, render
     from bench.tracking import Tracker
 
     frame = load_runs(Tracker(args.tracking_uri), args.experiment, args.sweep)
@@ -138,7 +132,7 @@ def _cmd_report(args) -> int:
     for exp, part in frame.groupby("experiment", sort=True):
         features = ",".join(sorted(part["features"].dropna().unique()))
         blocks.append(render(part, metric, args.format,
-                             title=f"{metric_title(metric)} on {exp} (features: {features}; mean ± std over seeds)"))
+                             title=f"{metric_label(metric)} on {exp} (features: {features}; mean ± std over seeds)"))
     text = "\n\n".join(blocks) + "\n"
     if args.output:
         from pathlib import Path

@@ -43,12 +43,11 @@ SWEEPS = [
 
 def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:
     from bench.prepare import prepare
-    from bench.runner import run_one
+    from bench.runner import run_one, side_inputs_needed
     from methods import get_method
 
     classes = {m: get_method(m) for m in sweep.methods}
-    side = tuple(dict.fromkeys(s for c in classes.values() for s in c.side_inputs))
-    fit_only = tuple(dict.fromkeys(s for c in classes.values() for s in c.fit_only_side_inputs))
+    side, fit_only = side_inputs_needed(classes.values())
     prep = prepare(sweep.dataset, protocol=sweep.protocol, features=sweep.features, side_inputs=side,
                    fit_only_side=fit_only)
     out = {}

@@ -54,8 +54,11 @@ class SweepResult:
         return [r for r in self.results if r.status == "FAILED"]
 
 
-def _fit_only_side(cls) -> tuple[str, ...]:
-    return tuple(cls.fit_only_side_inputs)
+def side_inputs_needed(classes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every side input the methods need, those only their ``fit`` needs), each once, in order."""
+    side = tuple(dict.fromkeys(s for c in classes for s in c.side_inputs))
+    fit_only = tuple(dict.fromkeys(s for c in classes for s in c.fit_only_side_inputs))
+    return side, fit_only
 
 
 def _run_key(payload: dict[str, Any]) -> str:
@@ -63,7 +66,8 @@ def _run_key(payload: dict[str, Any]) -> str:
 
 
 def _side_for(prep: Prepared, cls, split: str) -> dict[str, np.ndarray]:
-    names = cls.side_inputs if split == "train" else tuple(n for n in cls.side_inputs if n not in _fit_only_side(cls))
+    names = cls.side_inputs if split == "train" else tuple(n for n in cls.side_inputs
+                                                          if n not in cls.fit_only_side_inputs)
     return {n: prep.side[n][split] for n in names}
 
 
@@ -115,8 +119,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
             cls(n_bits=spec.bits[0], seed=spec.seeds[0], **spec.overrides.get(name, {})).get_params()
         except TypeError as exc:
             raise UsageError(f"bad --param for {name}: {exc}") from None
-    side_names = tuple(dict.fromkeys(s for c in classes.values() for s in c.side_inputs))
-    fit_only = tuple(dict.fromkeys(s for c in classes.values() for s in _fit_only_side(c)))
+    side_names, fit_only = side_inputs_needed(classes.values())
     get_loader(spec.dataset)                                         # and unknown datasets or protocols
     get_protocol(spec.dataset, spec.protocol)
     say(f"loading {spec.dataset} and computing features ...")
