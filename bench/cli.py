@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="allow reading Python pickle feature files (they can run code: trusted files only)")
     run.add_argument("--data-option", action="append", metavar="NAME=VALUE",
                      help="loader option, e.g. --data-option image_root=/data/nus/images (repeatable)")
+    run.add_argument("--feature-option", action="append", metavar="NAME=VALUE",
+                     help="feature extractor setting, e.g. --feature-option input_size=128 (repeatable)")
+    run.add_argument("--side-option", action="append", metavar="INPUT.NAME=VALUE",
+                     help="side-input setting, e.g. --side-option tags.tag_model=efficientnet-lite2 (repeatable)")
     run.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
                      help="override a hyper-parameter, e.g. --param lagnh.epochs=50 (repeatable)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
@@ -81,7 +85,7 @@ def _results_frame(result):
 
 def _cmd_run(args) -> int:
     from bench.runner import run_sweep
-    from bench.sweep import SweepSpec, parse_data_options, parse_int_list, parse_overrides
+    from bench.sweep import SweepSpec, parse_data_options, parse_int_list, parse_overrides, parse_side_options
     from bench.table import metric_label, render
 
     spec = SweepSpec(
@@ -96,6 +100,8 @@ def _cmd_run(args) -> int:
         data_options=parse_data_options(args.data_option),
         force=args.force,
         overrides=parse_overrides(args.param),
+        side_options=parse_side_options(args.side_option),
+        feature_options=parse_data_options(args.feature_option, "--feature-option"),
     )
     result = run_sweep(spec, tracking_uri=args.tracking_uri)
     frame = _results_frame(result)

@@ -34,17 +34,26 @@ def _finite_or_raise(X: np.ndarray, what: str) -> None:
 
 
 def _side_settings(name: str, feat_info: dict[str, Any]) -> dict[str, Any]:
-    """Views are features of rotated images: they must come from the same extractor at the same size."""
+    """Views are features of rotated images: they must come from the same extractor at the same size.
+    Tags from the feature network itself are read off the features' cache at their input size."""
     if name == "views" and feat_info.get("features") not in (None, "pixels", "precomputed"):
         return {"extractor": feat_info["features"], "input_size": feat_info["input_size"]}
+    if name == "tags" and feat_info.get("features") == "effnet-lite0":
+        return {"features_input_size": feat_info["input_size"]}
     return {}
 
 
 def prepare(dataset: str, *, protocol: str | None = None, features: str | None = None,
             data_root: str | None = None, side_inputs: tuple[str, ...] = (),
             fit_only_side: tuple[str, ...] = (), allow_pickle: bool = False,
-            data_options: dict[str, Any] | None = None) -> Prepared:
+            data_options: dict[str, Any] | None = None,
+            side_options: dict[str, dict[str, Any]] | None = None,
+            feature_options: dict[str, Any] | None = None) -> Prepared:
     """Load, split and featurise ``dataset``; compute the named side inputs.
+
+    ``side_options`` holds settings per side input (``{"tags": {"k": 5}}``); views always follow the
+    features' extractor and input size. ``feature_options`` are the extractor's settings
+    (``{"input_size": 128}``), over the dataset's defaults.
 
     Features are extracted only for the items the protocol uses (query, database, train).
     ``fit_only_side`` inputs (e.g. DeepBit's rotated ``views``) are computed for the training split only.
@@ -56,11 +65,16 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
         inspect.signature(get_loader(dataset)).bind(data_root=data_root, **options)
     except TypeError as exc:  # an option the loader does not take
         raise UsageError(f"--data-option not accepted by {dataset}: {exc}") from None
+    side_options = dict(side_options or {})
+    unused = sorted(set(side_options) - set(side_inputs))
+    if unused:
+        raise UsageError(f"--side-option names {unused}, which no chosen method uses "
+                         f"(side inputs used: {list(side_inputs) or 'none'})")
     data = load_dataset(dataset, data_root=data_root, **options)
     proto = get_protocol(dataset, protocol)
     split = make_split(proto, data)
     used = np.unique(np.concatenate([split.query, split.database, split.train]))
-    feats, feat_info = compute_features(data, features, indices=used)
+    feats, feat_info = compute_features(data, features, indices=used, **dict(feature_options or {}))
     feats = np.asarray(feats)
     if feats.ndim != 2 or feats.shape[0] != len(used):
         raise UsageError(f"features of {dataset} have shape {feats.shape}, expected ({len(used)}, d)")
@@ -81,7 +95,8 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
         for name in side_inputs:
             wanted = ("train",) if name in fit_only_side else SPLITS
             idx = np.unique(np.concatenate([getattr(split, s) for s in wanted]))
-            values, side_info = compute_side(data, name, indices=idx, **_side_settings(name, feat_info))
+            settings = {**side_options.get(name, {}), **_side_settings(name, feat_info)}
+            values, side_info = compute_side(data, name, indices=idx, **settings)
             pos = {s: np.searchsorted(idx, getattr(split, s)) for s in wanted}
             out.side[name] = {s: np.asarray(values)[pos[s]] for s in wanted}
             out.info.update({f"{name}_{k}" if not k.startswith(name) else k: v for k, v in side_info.items()})

@@ -126,7 +126,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
     with timer() as prep_t:
         prep = prepare(spec.dataset, protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
                        side_inputs=side_names, fit_only_side=fit_only, allow_pickle=spec.allow_pickle,
-                       data_options=spec.data_options)
+                       data_options=spec.data_options, side_options=spec.side_options,
+                       feature_options=spec.feature_options)
     sizes = prep.split.sizes()
     say(f"{spec.dataset}/{prep.protocol.name}: {sizes['n_query']} queries, {sizes['n_database']} database, "
         f"{sizes['n_train']} training items, features {prep.info.get('features')} "

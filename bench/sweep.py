@@ -26,6 +26,10 @@ class SweepSpec:
     force: bool = False
     # per-method hyper-parameter overrides: {"lagnh": {"epochs": 50}}
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # settings of side inputs by input name: {"tags": {"tag_model": "efficientnet-lite2", "k": 10}}
+    side_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # settings of the feature extractor: {"input_size": 128}
+    feature_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.methods:
@@ -63,15 +67,20 @@ def _json_or_text(raw: str) -> Any:
         return raw
 
 
-def parse_data_options(items: list[str] | None) -> dict[str, Any]:
+def parse_data_options(items: list[str] | None, flag: str = "--data-option") -> dict[str, Any]:
     """``["image_root=/data/img", "check_images=false"]`` -> ``{"image_root": "/data/img", "check_images": False}``."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--data-option expects NAME=VALUE, got {item!r}")
+            raise UsageError(f"{flag} expects NAME=VALUE, got {item!r}")
         out[key.strip()] = _json_or_text(raw)
     return out
+
+
+def parse_side_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["tags.tag_model=efficientnet-lite2", "tags.k=5"]`` -> ``{"tags": {"tag_model": ..., "k": 5}}``."""
+    return _dotted(items, "--side-option", "INPUT.NAME=VALUE")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -79,11 +88,15 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
 
     Values are read as JSON when they parse (numbers, true/false, null, lists), else kept as strings.
     """
+    return _dotted(items, "--param", "METHOD.NAME=VALUE")
+
+
+def _dotted(items: list[str] | None, flag: str, form: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot or not method or not name:
-            raise UsageError(f"--param expects METHOD.NAME=VALUE, got {item!r}")
-        out.setdefault(method.strip(), {})[name.strip()] = _json_or_text(raw)
+        owner, dot, name = key.partition(".")
+        if not sep or not dot or not owner.strip() or not name.strip():
+            raise UsageError(f"{flag} expects {form}, got {item!r}")
+        out.setdefault(owner.strip(), {})[name.strip()] = _json_or_text(raw)
     return out

@@ -44,25 +44,26 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(0.0)
 
 
-def bandwidth(d2: torch.Tensor, sigma: float | str) -> torch.Tensor:
+def bandwidth(d2: torch.Tensor, sigma: float | str, median_fraction: float = 1.0) -> torch.Tensor:
     """``σ²`` of the Gaussian kernel ``exp(-d² / (2σ²))`` for the square distance matrix ``d2``.
 
     A number gives ``σ² = sigma²`` (the authors divide by ``theta = 2``, i.e. ``sigma = 1``).
-    ``"median"`` gives ``σ² = median_{i≠j} d²_ij`` of this batch, held constant for the gradient
-    (a pair at the median distance gets weight ``e^{-1/2}``); 1 when the batch has one item.
+    ``"median"`` gives ``σ² = median_fraction · median_{i≠j} d²_ij`` of this batch, held constant for
+    the gradient (at fraction 1 a pair at the median distance gets weight ``e^{-1/2}``, at 0.1
+    ``e^{-5}``); ``median_fraction`` when the batch has one item.
     """
     if sigma != "median":
         return torch.tensor(float(sigma) ** 2, dtype=d2.dtype, device=d2.device)
     n = d2.shape[0]
     if n < 2:
-        return torch.ones((), dtype=d2.dtype, device=d2.device)
+        return torch.full((), float(median_fraction), dtype=d2.dtype, device=d2.device)
     off = ~torch.eye(n, dtype=torch.bool, device=d2.device)
     # a zero median (duplicates) would divide by zero; the floor keeps S finite with S_ij = 1 for them
-    return d2.detach()[off].median().clamp_min(_EPS)
+    return (d2.detach()[off].median() * float(median_fraction)).clamp_min(_EPS)
 
 
 def semantic_graph(
-    f: torch.Tensor, sigma: float | str, tag_graph: torch.Tensor | None = None
+    f: torch.Tensor, sigma: float | str, tag_graph: torch.Tensor | None = None, median_fraction: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-stochastic ``Â = D⁻¹ (exp(-||f_i - f_j||²/(2σ²)) + tag_graph)`` and ``σ²``.
 
@@ -72,7 +73,7 @@ def semantic_graph(
     n = f.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=f.device)
     d2 = squared_distances(f, f).masked_fill(eye, 0.0)
-    sigma2 = bandwidth(d2, sigma)
+    sigma2 = bandwidth(d2, sigma, median_fraction)
     S = torch.exp(-d2 / (2.0 * sigma2))
     if tag_graph is not None:
         S = S + tag_graph
@@ -151,10 +152,16 @@ class LAGNHNet(nn.Module):
         return cross_modal_attention(u, self.tag(p))
 
     def propagate(self, f: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """``Z = Â · drop(relu(Â · drop(F) · W1)) · W2`` (dropout only in training mode)."""
+        """``Z = Â · drop(relu(Â · drop(F) · W1)) · W2`` (dropout only in training mode).
+
+        When every off-diagonal weight of ``Â`` is exactly 0 (the kernel underflows, as with the
+        authors' ``sigma = 1`` on unnormalised CNN features), ``Â = I`` and ``Â·Y = Y`` exactly, with
+        a zero gradient into the graph: the two ``n × n`` products are skipped, same values.
+        """
         drop = self.dropout if self.training else 0.0
-        h = F.relu(self.gc1(F.dropout(f, drop, self.training), adj, add_loop=False)[0])
-        return self.gc2(F.dropout(h, drop, self.training), adj, add_loop=False)[0]
+        identity = is_identity(adj)
+        h = F.relu(_graph_conv(self.gc1, F.dropout(f, drop, self.training), adj, identity))
+        return _graph_conv(self.gc2, F.dropout(h, drop, self.training), adj, identity)
 
     def forward(
         self,
@@ -162,12 +169,26 @@ class LAGNHNet(nn.Module):
         p: torch.Tensor | None,
         sigma: float | str = 1.0,
         tag_graph: torch.Tensor | None = None,
+        median_fraction: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         f = self.fuse(x, p)
-        adj, _ = semantic_graph(f, sigma, tag_graph)
+        adj, _ = semantic_graph(f, sigma, tag_graph, median_fraction)
         z = self.propagate(f, adj)
         logits = self.classifier(z) if self.classifier is not None else None
         return z, logits, adj
+
+
+def is_identity(adj: torch.Tensor) -> bool:
+    """True when the row-stochastic ``adj`` is exactly the identity: its only non-zeros are on the diagonal
+    (then each is its row's sum, exactly 1)."""
+    a = adj.detach()
+    return bool(torch.count_nonzero(a) == a.shape[0] and torch.count_nonzero(a.diagonal()) == a.shape[0])
+
+
+def _graph_conv(layer: DenseGCNConv, x: torch.Tensor, adj: torch.Tensor, identity: bool) -> torch.Tensor:
+    if identity:
+        return layer.lin(x)
+    return layer(x, adj, add_loop=False)[0]
 
 
 class Discriminator(nn.Sequential):
@@ -197,6 +218,7 @@ class TrainConfig:
     alpha: float
     beta: float
     sigma: float | str
+    median_fraction: float
     rec_target: str  # "raw" | "clipped" | "cosine" | "features"
     tag_graph_weight: float
     adversarial: bool
@@ -298,7 +320,7 @@ def train(
 
                 if disc is not None:
                     with torch.no_grad():
-                        z_fake, _, _ = net(xb, pb, config.sigma, tag_graph)
+                        z_fake, _, _ = net(xb, pb, config.sigma, tag_graph, config.median_fraction)
                     eps = torch.randn(z_fake.shape, generator=prior_gen, device=device)
                     d_real, d_fake = disc(eps), disc(z_fake)
                     loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
@@ -309,7 +331,7 @@ def train(
                     acc.add("loss_d", loss_d)
 
                 for step in range(config.g_steps):
-                    z, logits, adj = net(xb, pb, config.sigma, tag_graph)
+                    z, logits, adj = net(xb, pb, config.sigma, tag_graph, config.median_fraction)
                     loss = F.mse_loss(z, torch.sign(z)) * config.lamda
                     acc.add("loss_quant", loss)
                     if disc is not None:
@@ -336,6 +358,8 @@ def train(
                         self_weight = adj.detach().diagonal().mean()
                         acc.add("graph_self_weight", self_weight)
                         acc.add("graph_offdiag_mean", (1.0 - self_weight) / max(m - 1, 1))
+                        # share of batches whose graph is exactly I (the GCN is then an MLP)
+                        acc.add("graph_identity", torch.tensor(float(is_identity(adj))))
             epochs_run += 1
             for key, value in acc.means().items():
                 history.setdefault(key, []).append(value)
@@ -369,6 +393,7 @@ def encode_transductive(
     tag_graph_weight: float,
     batch_size: int,
     device: torch.device,
+    median_fraction: float = 1.0,
 ) -> np.ndarray:
     """The authors' test-time encoding: consecutive batches of ``batch_size`` rows in the given order,
     each forming its own attention and graph (the last batch may be smaller)."""
@@ -378,7 +403,7 @@ def encode_transductive(
         xb = _to_tensor(X[start:start + batch_size], device)
         pb = _to_tensor(P[start:start + batch_size], device) if P is not None else None
         tag_graph = tag_graph_weight * tag_inner_products(pb) if tag_graph_weight and pb is not None else None
-        z, _, _ = net(xb, pb, sigma, tag_graph)
+        z, _, _ = net(xb, pb, sigma, tag_graph, median_fraction)
         out.append(z.cpu().numpy())
     net.cpu()
     return np.concatenate(out)
@@ -402,13 +427,14 @@ class AnchorState:
 
 
 def anchor_state(
-    net: LAGNHNet, XA: torch.Tensor, PA: torch.Tensor | None, sigma: float | str, tag_graph_weight: float
+    net: LAGNHNet, XA: torch.Tensor, PA: torch.Tensor | None, sigma: float | str, tag_graph_weight: float,
+    median_fraction: float = 1.0,
 ) -> AnchorState:
     u = net.img(XA)
     T = net.tag(PA) if net.tag is not None else None
     f = cross_modal_attention(u, T) if T is not None else u
     tag_graph = tag_graph_weight * tag_inner_products(PA) if tag_graph_weight and PA is not None else None
-    adj, sigma2 = semantic_graph(f, sigma, tag_graph)
+    adj, sigma2 = semantic_graph(f, sigma, tag_graph, median_fraction)
     H = F.relu(net.gc1(f, adj, add_loop=False)[0])
     return AnchorState(T=T, F=f, FW1=net.gc1.lin(f), HW2=net.gc2.lin(H), P=PA, sigma2=sigma2)
 
@@ -462,10 +488,12 @@ def encode_anchored(
     tag_graph_weight: float,
     chunk: int,
     device: torch.device,
+    median_fraction: float = 1.0,
 ) -> np.ndarray:
     """`anchored_rows` for every row of ``X``, ``chunk`` rows at a time (the chunk only bounds memory)."""
     net = net.to(device).eval()
-    state = anchor_state(net, _to_tensor(XA, device), _to_tensor(PA, device), sigma, tag_graph_weight)
+    state = anchor_state(net, _to_tensor(XA, device), _to_tensor(PA, device), sigma, tag_graph_weight,
+                         median_fraction)
     out = []
     for start in range(0, X.shape[0], chunk):
         xb = _to_tensor(X[start:start + chunk], device)

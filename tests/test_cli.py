@@ -70,6 +70,9 @@ def test_identical_run_is_skipped_unless_forced(tracking_uri, capsys):
     (["--methods", "itq", "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
     (["--methods", "itq", "--param", "itq.nosuch=1"], "bad --param for itq"),
     (["--methods", "itq", "--param", "sh.n_iter=1"], "not in --methods"),
+    (["--methods", "itq", "--side-option", "tags.k=3"], "which no chosen method uses"),
+    (["--methods", "itq", "--side-option", "tags=3"], "--side-option expects INPUT.NAME=VALUE"),
+    (["--methods", "itq", "--feature-option", "input_size"], "--feature-option expects NAME=VALUE"),
 ])
 def test_user_errors_exit_2_with_one_line(tracking_uri, capsys, args, expected):
     status = main(["run", "--dataset", "digits", "--features", "pixels", "--tracking-uri", tracking_uri] + args

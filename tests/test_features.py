@@ -291,6 +291,32 @@ def test_same_tag_model_uses_the_feature_network(data_home):
     assert (top2[:, 0] - top2[:, 1] > 1e-3).all() and (np.argmax(tags, 1) == logits.argmax(1)).all()
 
 
+def test_same_network_tags_are_read_off_the_cached_features(data_home, forward_counter):
+    """Once the features exist, the feature network's own tags cost no second pass through the trunk."""
+    data = _rgb(6)
+    compute_features(data, "effnet-lite0", input_size=SIZE, indices=[1, 4])
+    seen = forward_counter["images"]
+    tags, info = compute_side(data, "tags", k=2, tag_model="same", features_input_size=SIZE, indices=[4, 1])
+    assert forward_counter["images"] == seen and info["tags_input_size"] == SIZE
+    assert tags.shape == (2, 1000) and (tags.sum(1) == 2).all()
+
+
+def test_dataset_default_settings_apply_unless_overridden(data_home, monkeypatch):
+    from datasets.features import registry
+
+    from datasets.features import side
+
+    assert registry.default_settings("fashion-mnist", "effnet-lite0") == {"input_size": 96}
+    assert side.default_settings("fashion-mnist", "tags") == {"tag_model": "same"}
+    assert side.default_settings("cifar10", "tags") == {}
+    monkeypatch.setitem(registry.DATASET_SETTINGS, "synthetic-rgb", {"effnet-lite0": {"input_size": 48}})
+    data = _rgb(3)
+    assert compute_features(data, "effnet-lite0")[1]["input_size"] == 48
+    assert compute_features(data, "effnet-lite0", input_size=SIZE)[1]["input_size"] == SIZE
+    with pytest.raises(DataError, match="unknown setting"):
+        compute_features(data, "effnet-lite0", input_sise=SIZE)
+
+
 def test_dataset_tags_provider():
     data = _rgb(5)
     data.side["tags"] = np.eye(5, 7, dtype=np.float32)

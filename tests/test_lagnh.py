@@ -15,6 +15,7 @@ from methods.registry import get_method
 
 torch = pytest.importorskip("torch")
 lagnh_model = pytest.importorskip("methods.lagnh_model")
+F = torch.nn.functional
 
 SMALL = {"batch_size": 200, "g_steps": 2, "hidden": 64, "embed_dim": 32, "device": "cpu"}
 
@@ -52,11 +53,15 @@ def trained(data):
     return LAGNH(16, epochs=15, **{**SMALL, "g_steps": 5}).fit(X, tags=P)
 
 
+FRACTION = 0.3  # median_fraction of graph_model: the references must apply it
+
+
 @pytest.fixture(scope="module")
 def graph_model(data):
     """Briefly trained, with a graph that is far from the identity and the tag-graph fusion on."""
     X, P, _ = data
-    return LAGNH(16, epochs=1, sigma="median", tag_graph_weight=0.5, n_anchors=30, **SMALL).fit(X, tags=P)
+    return LAGNH(16, epochs=1, sigma="median", median_fraction=FRACTION, tag_graph_weight=0.5, n_anchors=30,
+                 **SMALL).fit(X, tags=P)
 
 
 # ----------------------------------------------------------------------------- NumPy references
@@ -94,7 +99,7 @@ def np_median_sigma2(f):
     return float(np.sort(d2[iu])[(len(iu[0]) - 1) // 2])  # lower median, as torch.median
 
 
-def np_forward(w, X, P, sigma, tag_weight, mask=None):
+def np_forward(w, X, P, sigma, tag_weight, mask=None, fraction=1.0):
     """Eval-mode LAGNH on one graph; ``mask`` (n × n, 0/1) removes attention and graph edges."""
     u = X @ w["img.weight"].T + w["img.bias"]
     if "tag.weight" in w:
@@ -102,7 +107,7 @@ def np_forward(w, X, P, sigma, tag_weight, mask=None):
         f = np_attention(u, t, mask)
     else:
         f = u
-    sigma2 = np_median_sigma2(f) if sigma == "median" else sigma**2
+    sigma2 = fraction * np_median_sigma2(f) if sigma == "median" else sigma**2
     A = np_graph(f, sigma2, tag_weight * (P @ P.T) if tag_weight else None, mask)
     H = np.maximum(A @ f @ w["gc1.lin.weight"].T, 0.0)
     return A @ H @ w["gc2.lin.weight"].T, sigma2
@@ -185,14 +190,15 @@ def test_attention_matches_numpy():
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("sigma", [1.0, 2.5, "median"])
-def test_graph_is_gaussian_kernel_row_normalised(sigma):
+@pytest.mark.parametrize("sigma, fraction", [(1.0, 1.0), (2.5, 0.3), ("median", 1.0), ("median", 0.05)])
+def test_graph_is_gaussian_kernel_row_normalised(sigma, fraction):
     rng = np.random.default_rng(2)
     f = rng.standard_normal((9, 5))
     P = (rng.random((9, 4)) < 0.5).astype(float)
-    A, sigma2 = lagnh_model.semantic_graph(torch.from_numpy(f), sigma, 0.3 * torch.from_numpy(P @ P.T))
+    A, sigma2 = lagnh_model.semantic_graph(torch.from_numpy(f), sigma, 0.3 * torch.from_numpy(P @ P.T), fraction)
     A = A.numpy()
-    expected_sigma2 = np_median_sigma2(f) if sigma == "median" else sigma**2
+    # the fraction scales the median only; a fixed sigma ignores it
+    expected_sigma2 = fraction * np_median_sigma2(f) if sigma == "median" else sigma**2
     assert float(sigma2) == pytest.approx(expected_sigma2, rel=1e-12)
     np.testing.assert_allclose(A, np_graph(f, expected_sigma2, 0.3 * (P @ P.T)), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(A.sum(1), 1.0, rtol=1e-12)
@@ -223,7 +229,7 @@ def test_transductive_matches_numpy_forward(data, graph_model):
     for start in (0, 64):  # the authors' consecutive batches, the last one smaller
         stop = min(start + 64, 100)
         Xb, Pb = X[start:stop].astype(float), P[start:stop].astype(float)
-        expected, _ = np_forward(w, Xb, Pb, "median", 0.5)
+        expected, _ = np_forward(w, Xb, Pb, "median", 0.5, fraction=FRACTION)
         np.testing.assert_allclose(z[start:stop], expected, rtol=1e-4, atol=1e-4)
 
 
@@ -236,7 +242,7 @@ def test_anchored_matches_explicit_one_way_graph(data, graph_model):
     w = weights(model.net_)
     XA, PA = model.anchor_features_.astype(float), model.anchor_tags_.astype(float)
     m = len(XA)
-    _, anchor_sigma2 = np_forward(w, XA, PA, "median", 0.5)
+    _, anchor_sigma2 = np_forward(w, XA, PA, "median", 0.5, fraction=FRACTION)
     mask = np.ones((m + 1, m + 1))
     mask[:m, m] = 0.0
     for i in range(5):
@@ -329,7 +335,7 @@ def test_ablations_train_and_encode(cls, data):
     assert ("loss_rec" in h) == (cls is not LAGNHNoRec)
     assert ("loss_cls" in h) == (cls is not LAGNHNoAux)
     assert (model.net_.tag is None) == (cls in (LAGNHNoAux, LAGNHNoAtt))
-    assert model.run_info()["rec_target"] == ("features" if cls is LAGNHNoAux else "raw")
+    assert model.run_info()["rec_target"] == ("features" if cls is LAGNHNoAux else "cosine")
 
 
 def test_noaux_target_is_feature_cosine():
@@ -356,6 +362,8 @@ def test_bad_inputs_raise_input_error(data, trained):
         trained.encode(X, tags=P * 3)
     with pytest.raises(InputError, match="sigma"):
         LAGNH(16, sigma=-1.0, **SMALL).fit(X, tags=P)
+    with pytest.raises(InputError, match="median_fraction"):
+        LAGNH(16, sigma="median", median_fraction=0.0, **SMALL).fit(X, tags=P)
     with pytest.raises(InputError, match="rec_target"):
         LAGNH(16, rec_target="bogus", **SMALL).fit(X, tags=P)
     with pytest.raises(InputError, match="schedule"):
@@ -380,3 +388,30 @@ def test_anchored_mode_passes_the_conformance_row_independence_check():
         batch_dependent = False
 
     check_row_independence(make_case(AnchoredLAGNH, encode_mode="anchored", sigma="median"))
+
+
+def test_identity_graph_shortcut_gives_the_layers_values_and_gradients():
+    """With an underflowing kernel Â = I exactly; skipping the n x n products must change nothing."""
+    torch.manual_seed(0)
+    net = lagnh_model.LAGNHNet(6, 4, 8, embed_dim=5, hidden=7, dropout=0.0).double()
+    x = torch.randn(9, 6, dtype=torch.float64) * 1e4  # far apart: exp(-d²/2) underflows to 0
+    p = (torch.rand(9, 4) < 0.5).double()
+    f = net.fuse(x, p)
+    adj, _ = lagnh_model.semantic_graph(f, 1.0)
+    assert lagnh_model.is_identity(adj)
+    z_fast = net.propagate(f, adj)
+    grads_fast = torch.autograd.grad(z_fast.square().sum(), list(net.parameters()), allow_unused=True)
+    f = net.fuse(x, p)
+    adj, _ = lagnh_model.semantic_graph(f, 1.0)
+    z_full = net.gc2(F.relu(net.gc1(f, adj, add_loop=False)[0]), adj, add_loop=False)[0]
+    grads_full = torch.autograd.grad(z_full.square().sum(), list(net.parameters()), allow_unused=True)
+    torch.testing.assert_close(z_fast, z_full, rtol=0, atol=0)
+    for a, b in zip(grads_fast, grads_full):
+        if a is None or b is None:
+            assert a is None and b is None or (a if b is None else b).abs().max() == 0
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # a graph with one tiny off-diagonal weight is not the identity
+    near = torch.eye(4, dtype=torch.float64)
+    near[0, 1] = 1e-30
+    assert not lagnh_model.is_identity(F.normalize(near, p=1, dim=1))

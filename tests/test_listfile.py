@@ -251,3 +251,23 @@ def test_presets_check_the_label_count(listset, name, good, bad):
     _preset_set(listset, bad)
     with pytest.raises(DataError, match=rf"{name} expects .*labels per line, the list files in .* have {bad}"):
         load_dataset(name, data_root=str(listset))
+
+
+def test_side_options_reach_the_tags_and_are_recorded(listset, tracking_uri, data_home, capsys):
+    """``--side-option tags.k=2`` changes the tags LAGNH gets, and the run's parameters say so."""
+    from mlflow import MlflowClient
+
+    from bench.cli import main
+
+    small = ["--param", "lagnh.epochs=1", "--param", "lagnh.hidden=8", "--param", "lagnh.embed_dim=8",
+             "--param", "lagnh.batch_size=3", "--param", "lagnh.n_anchors=2", "--param", "lagnh.device=cpu"]
+    base = ["run", "--methods", "lagnh", "--dataset", "listfile", "--data-root", str(listset), "--bits", "8",
+            "--tracking-uri", tracking_uri] + small
+    assert main(base + ["--side-option", "tags.k=2"]) == 0
+    runs = MlflowClient(tracking_uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri).search_experiments()],
+        "tags.`hashbench.kind` = 'run'")
+    assert [r.data.params["tags_k"] for r in runs] == ["2"] and runs[0].info.status == "FINISHED"
+    assert main(base + ["--side-option", "tags.nosuch=1"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "Traceback" not in err
