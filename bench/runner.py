@@ -146,8 +146,16 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
         **sizes,
         **prep.info,
     }
-    # Where files sit on this machine does not change a result: leave paths out of the identity of a run.
-    key_common = {k: v for k, v in common.items() if k != "data_source" and not k.endswith("_cache")}
+
+    def own_common(cls: type) -> dict[str, Any]:
+        """The sweep's facts minus those of side inputs this method does not read: a run of ITQ is the
+        same run whether or not DeepBit's views were computed beside it."""
+        unused = [f"{s}_" for s in side_names if s not in cls.side_inputs]
+        return {k: v for k, v in common.items() if not k.startswith(tuple(unused))} if unused else common
+
+    def key_of(facts: dict[str, Any]) -> dict[str, Any]:
+        # Where files sit on this machine does not change a result: leave paths out of the identity of a run.
+        return {k: v for k, v in facts.items() if k != "data_source" and not k.endswith("_cache")}
     env = {f"version_{k}": v for k, v in package_versions().items()} | {"git_commit": git_commit()}
     parent_id = tracker.start_run(
         exp_id, f"sweep-{spec.digest()[:8]}",
@@ -162,6 +170,8 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
     done = 0
     for name in spec.methods:
         cls = classes[name]
+        method_common = own_common(cls)
+        key_common = key_of(method_common)
         for bits in spec.bits:
             for seed in spec.seeds:
                 done += 1
@@ -183,11 +193,12 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
                         continue
                 run_id = tracker.start_run(
                     exp_id, f"{name}-{bits}b-s{seed}", parent_id=parent_id,
-                    params={"method": name, **run_params, **common, **env},
+                    params={"method": name, **run_params, **method_common, **env},
                     tags={RUN_KEY_TAG: key, CONFIG_KEY_TAG: config_key, KIND_TAG: "run", "method": name},
                 )
                 tracker.log_text(run_id, "run_config.json", json.dumps(
-                    {"method": name, "params": params, **common, **env}, indent=2, sort_keys=True, default=str))
+                    {"method": name, "params": params, **method_common, **env}, indent=2, sort_keys=True,
+                    default=str))
                 try:
                     metrics, history, curve_csv = run_one(cls, params, prep)
                 except KeyboardInterrupt:  # the user stopped the sweep: close its records as KILLED

@@ -28,7 +28,7 @@ measures"):
   median_{i≠j} d²_ij`` of the current batch (at fraction 1 a pair at the median distance gets
   ``e^{-1/2}``), held constant for the gradient; in anchored encoding it is the anchors' median. With
   unnormalised features and ``sigma = 1`` the graph can collapse to ``Â ≈ I``:
-  ``history_["graph_offdiag_mean"]``, ``graph_self_weight`` and ``graph_identity`` show it. Default:
+  ``history_["graph_offdiag_mean"]`` and ``graph_self_weight`` show it. Default:
   the authors' 1.0. On EfficientNet features it makes ``Â = I`` exactly; every wider bandwidth measured
   lowered validation mAP (``median_fraction`` 0.02 / 0.05 / 0.2 / 1: self-weight 0.999 / 0.66 / ~0 /
   1/n, mAP@1000 0.5004 / 0.4835 / 0.2605 / chance, against 0.5011 for ``Â = I``).
@@ -133,8 +133,7 @@ class LAGNH(Hasher):
 
     Fitted attributes: ``net_`` (the trained encoder, CPU), ``anchor_features_`` / ``anchor_tags_``,
     ``n_tags_``, ``history_`` (per-epoch ``loss_d``, ``loss_g``, ``loss_adv``, ``loss_quant``,
-    ``loss_cls``, ``loss_rec``, ``graph_offdiag_mean``, ``graph_self_weight``, ``graph_identity`` = share
-    of the epoch's batches whose graph was exactly the identity), ``fit_info_``.
+    ``loss_cls``, ``loss_rec``, ``graph_offdiag_mean``, ``graph_self_weight``), ``fit_info_``.
     """
 
     name = "lagnh"
@@ -337,7 +336,7 @@ class LAGNH(Hasher):
         )
         info["encode_mode"] = self.encode_mode
         info["rec_target"] = self.rec_target if self._uses_tags else "features"
-        for key in ("graph_offdiag_mean", "graph_self_weight", "graph_identity"):
+        for key in ("graph_offdiag_mean", "graph_self_weight"):
             if self.history_.get(key):
                 info[key] = self.history_[key][-1]
         return info

@@ -152,16 +152,10 @@ class LAGNHNet(nn.Module):
         return cross_modal_attention(u, self.tag(p))
 
     def propagate(self, f: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """``Z = Â · drop(relu(Â · drop(F) · W1)) · W2`` (dropout only in training mode).
-
-        When every off-diagonal weight of ``Â`` is exactly 0 (the kernel underflows, as with the
-        authors' ``sigma = 1`` on unnormalised CNN features), ``Â = I`` and ``Â·Y = Y`` exactly, with
-        a zero gradient into the graph: the two ``n × n`` products are skipped, same values.
-        """
+        """``Z = Â · drop(relu(Â · drop(F) · W1)) · W2`` (dropout only in training mode)."""
         drop = self.dropout if self.training else 0.0
-        identity = is_identity(adj)
-        h = F.relu(_graph_conv(self.gc1, F.dropout(f, drop, self.training), adj, identity))
-        return _graph_conv(self.gc2, F.dropout(h, drop, self.training), adj, identity)
+        h = F.relu(self.gc1(F.dropout(f, drop, self.training), adj, add_loop=False)[0])
+        return self.gc2(F.dropout(h, drop, self.training), adj, add_loop=False)[0]
 
     def forward(
         self,
@@ -176,19 +170,6 @@ class LAGNHNet(nn.Module):
         z = self.propagate(f, adj)
         logits = self.classifier(z) if self.classifier is not None else None
         return z, logits, adj
-
-
-def is_identity(adj: torch.Tensor) -> bool:
-    """True when the row-stochastic ``adj`` is exactly the identity: its only non-zeros are on the diagonal
-    (then each is its row's sum, exactly 1)."""
-    a = adj.detach()
-    return bool(torch.count_nonzero(a) == a.shape[0] and torch.count_nonzero(a.diagonal()) == a.shape[0])
-
-
-def _graph_conv(layer: DenseGCNConv, x: torch.Tensor, adj: torch.Tensor, identity: bool) -> torch.Tensor:
-    if identity:
-        return layer.lin(x)
-    return layer(x, adj, add_loop=False)[0]
 
 
 class Discriminator(nn.Sequential):
@@ -358,8 +339,6 @@ def train(
                         self_weight = adj.detach().diagonal().mean()
                         acc.add("graph_self_weight", self_weight)
                         acc.add("graph_offdiag_mean", (1.0 - self_weight) / max(m - 1, 1))
-                        # share of batches whose graph is exactly I (the GCN is then an MLP)
-                        acc.add("graph_identity", torch.tensor(float(is_identity(adj))))
             epochs_run += 1
             for key, value in acc.means().items():
                 history.setdefault(key, []).append(value)

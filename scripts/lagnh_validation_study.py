@@ -90,7 +90,7 @@ def main() -> None:
                "tags": tag_source, "params": params, "fit_s": round(fit_s, 1),
                "val_map_at_1000": round(scores["map_at_1000"], 4), "val_map_all": round(scores["map_all"], 4),
                **({"test_map_at_1000": round(test["map_at_1000"], 4)} if args.report_test else {}),
-               **{k: info[k] for k in ("epochs_run", "graph_offdiag_mean", "graph_self_weight", "graph_identity") if k in info}}
+               **{k: info[k] for k in ("epochs_run", "graph_offdiag_mean", "graph_self_weight") if k in info}}
         hist = getattr(model, "history_", {})
         for key in ("loss_rec", "loss_cls", "loss_quant", "loss_adv"):
             if hist.get(key):

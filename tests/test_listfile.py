@@ -271,3 +271,17 @@ def test_side_options_reach_the_tags_and_are_recorded(listset, tracking_uri, dat
     assert main(base + ["--side-option", "tags.nosuch=1"]) == 2
     err = capsys.readouterr().err
     assert "nosuch" in err and "Traceback" not in err
+
+
+def test_a_run_is_reused_whatever_side_inputs_other_methods_needed(listset, tracking_uri, data_home, capsys):
+    """ITQ reads no tags: its run beside LAGNH (whose tags were computed) is the same run as ITQ alone."""
+    from bench.cli import main
+
+    small = ["--param", "lagnh.epochs=1", "--param", "lagnh.hidden=8", "--param", "lagnh.embed_dim=8",
+             "--param", "lagnh.batch_size=3", "--param", "lagnh.n_anchors=2", "--param", "lagnh.device=cpu"]
+    base = ["run", "--dataset", "listfile", "--data-root", str(listset), "--bits", "2",
+            "--tracking-uri", tracking_uri]
+    assert main(base + ["--methods", "itq,lagnh"] + small) == 0
+    capsys.readouterr()
+    assert main(base + ["--methods", "itq"]) == 0
+    assert "identical finished run" in capsys.readouterr().err

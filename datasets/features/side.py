@@ -10,7 +10,8 @@
     closest thing available and every report must say so. The default classifier is EfficientNet-Lite2,
     a network trained separately from the features' EfficientNet-Lite0, so its tags add more to the
     features than the feature network's own logits would (measured below); ``tag_model="same"`` uses
-    those logits instead, for comparison.
+    those logits instead, read off the cached features (no second network pass), and is the default
+    where `DATASET_SETTINGS` says so (Fashion-MNIST).
     The cache keeps each image's top-20 class ids, so any ``k <= 20`` reuses it.
   - provider ``"dataset"``: the dataset's own ``data.side["tags"]`` (e.g. MIRFlickr/NUS-WIDE tags).
 * ``views``: ``(n, V, d)`` float32 features of rotated copies of each image (DeepBit), V = 4 angles
