@@ -323,6 +323,10 @@ def test_dataset_tags_provider():
     tags, info = compute_side(data, "tags", provider="dataset", indices=[3, 0])
     np.testing.assert_array_equal(tags, np.eye(5, 7)[[3, 0]])
     assert tags.dtype == np.uint8 and info["tags_provider"] == "dataset" and info["tags_dim"] == 7
+    # shipped tags are what a dataset that has them gets by default
+    default, default_info = compute_side(data, "tags", indices=[3, 0])
+    np.testing.assert_array_equal(default, tags)
+    assert default_info["tags_provider"] == "dataset"
     with pytest.raises(DataError, match="ships no tags"):
         compute_side(_rgb(5), "tags", provider="dataset")
 

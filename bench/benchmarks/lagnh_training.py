@@ -74,7 +74,7 @@ def main() -> None:
               f"= {r[f'{name}_projected_s']:.0f} s")
     print(f"default / authors' schedule cost: {r['epoch_ratio']:.4f}")
     if args.full:
-        print(f"one complete default fit (early stopping on): {r['fast_full_fit_s']:.1f} s")
+        print(f"one complete default fit: {r['fast_full_fit_s']:.1f} s")
 
 
 if __name__ == "__main__":

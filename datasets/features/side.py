@@ -13,7 +13,8 @@
     those logits instead, read off the cached features (no second network pass), and is the default
     where `DATASET_SETTINGS` says so (Fashion-MNIST).
     The cache keeps each image's top-20 class ids, so any ``k <= 20`` reuses it.
-  - provider ``"dataset"``: the dataset's own ``data.side["tags"]`` (e.g. MIRFlickr/NUS-WIDE tags).
+  - provider ``"dataset"``: the dataset's own ``data.side["tags"]`` (e.g. MIRFlickr/NUS-WIDE tags); the
+    default for a dataset that ships tags.
 * ``views``: ``(n, V, d)`` float32 features of rotated copies of each image (DeepBit), V = 4 angles
   -10, -5, +5, +10 degrees by default: the image is resized to the extractor's input size exactly as
   for its features, rotated about its centre, centre-cropped to the largest same-aspect rectangle
@@ -114,10 +115,12 @@ def multi_hot(top_ids: np.ndarray, k: int, n_columns: int = N_IMAGENET_CLASSES) 
     return out
 
 
-def tags(data: Dataset, rows: np.ndarray, *, provider: str = "imagenet-topk", k: int = DEFAULT_TAG_K,
+def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int = DEFAULT_TAG_K,
          tag_model: str = DEFAULT_TAG_MODEL, input_size: int | None = None,
          features_input_size: int | None = None, batch_size: int | None = DEFAULT_BATCH_SIZE,
          device: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
+    if provider is None:  # a dataset's own tags when it ships them, else predicted ones
+        provider = "dataset" if data.side.get("tags") is not None else "imagenet-topk"
     if provider == "dataset":
         return _dataset_tags(data, rows)
     if provider != "imagenet-topk":
