@@ -29,7 +29,7 @@ measures"):
   ``e^{-1/2}``), held constant for the gradient; in anchored encoding it is the anchors' median. With
   unnormalised features and ``sigma = 1`` the graph can collapse to ``Â ≈ I``:
   ``history_["graph_offdiag_mean"]`` and ``graph_self_weight`` show it. Default:
-  the authors' 1.0. On EfficientNet features it makes ``Â = I`` exactly; every wider bandwidth measured
+  the authors' 1.0. On EfficientNet features it makes ``Â = I`` to float precision; every wider bandwidth
   lowered validation mAP (``median_fraction`` 0.02 / 0.05 / 0.2 / 1: self-weight 0.999 / 0.66 / ~0 /
   1/n, mAP@1000 0.5004 / 0.4835 / 0.2605 / chance, against 0.5011 for ``Â = I``).
 * ``rec_target``: ``"raw"`` = ``P Pᵀ`` (authors; counts shared tags, exceeds the prediction's range
