@@ -273,6 +273,24 @@ def test_side_options_reach_the_tags_and_are_recorded(listset, tracking_uri, dat
     assert "nosuch" in err and "Traceback" not in err
 
 
+def test_own_network_tags_follow_the_features_input_size(listset, tracking_uri, data_home):
+    """The feature network's own tags are read off the features at the features' input size."""
+    from mlflow import MlflowClient
+
+    from bench.cli import main
+
+    small = ["--param", "lagnh.epochs=1", "--param", "lagnh.hidden=8", "--param", "lagnh.embed_dim=8",
+             "--param", "lagnh.batch_size=3", "--param", "lagnh.n_anchors=2", "--param", "lagnh.device=cpu"]
+    assert main(["run", "--methods", "lagnh", "--dataset", "listfile", "--data-root", str(listset), "--bits", "8",
+                 "--tracking-uri", tracking_uri, "--feature-option", "input_size=48",
+                 "--side-option", "tags.tag_model=same"] + small) == 0
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`hashbench.kind` = 'run'")
+    params = runs[0].data.params
+    assert params["input_size"] == "48" and params["tags_input_size"] == "48"
+    assert params["tags_model"] == "efficientnet-lite0"
+
+
 def test_a_run_is_reused_whatever_side_inputs_other_methods_needed(listset, tracking_uri, data_home, capsys):
     """ITQ reads no tags: its run beside LAGNH (whose tags were computed) is the same run as ITQ alone."""
     from bench.cli import main
