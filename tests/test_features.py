@@ -302,14 +302,12 @@ def test_same_network_tags_are_read_off_the_cached_features(data_home, forward_c
 
 
 def test_dataset_default_settings_apply_unless_overridden(data_home, monkeypatch):
-    from datasets.features import registry
+    from datasets.features import defaults
 
-    from datasets.features import side
-
-    assert registry.default_settings("fashion-mnist", "effnet-lite0") == {"input_size": 96}
-    assert side.default_settings("fashion-mnist", "tags") == {"tag_model": "same"}
-    assert side.default_settings("cifar10", "tags") == {}
-    monkeypatch.setitem(registry.DATASET_SETTINGS, "synthetic-rgb", {"effnet-lite0": {"input_size": 48}})
+    assert defaults.default_settings("fashion-mnist", "effnet-lite0") == {"input_size": 96}
+    assert defaults.default_settings("fashion-mnist", "tags") == {"tag_model": "same"}
+    assert defaults.default_settings("cifar10", "tags") == {}
+    monkeypatch.setitem(defaults.DATASET_SETTINGS, "synthetic-rgb", {"effnet-lite0": {"input_size": 48}})
     data = _rgb(3)
     assert compute_features(data, "effnet-lite0")[1]["input_size"] == 48
     assert compute_features(data, "effnet-lite0", input_size=SIZE)[1]["input_size"] == SIZE

@@ -17,6 +17,7 @@ import numpy as np
 from datasets.base import Dataset
 from datasets.errors import DataError, UnknownDatasetError
 from datasets.features.cache import as_rows
+from datasets.features.defaults import default_settings
 
 # name -> "module:function(data, **settings) -> (features, info)"
 EXTRACTORS: dict[str, str] = {
@@ -27,21 +28,6 @@ EXTRACTORS: dict[str, str] = {
 
 # Image datasets get ImageNet CNN features unless told otherwise (``--features pixels`` for raw pixels).
 DEFAULT_EXTRACTOR = "effnet-lite0"
-
-# Per-dataset defaults of an extractor's settings, used unless the caller gives the setting.
-# Fashion-MNIST's images are 28 px: at 96 px instead of 128 px the extraction runs 1.7x faster and ITQ
-# loses 0.007 mAP@1000 at 64 bits (0.6339 vs 0.6409; 0.6191 vs 0.6225 at 32; 64 px: 0.6043 / 0.5962),
-# measured by scripts/measure_input_size.py on its 10,000 test images. That buys the README's main job
-# (LAGNH and ITQ, all 70,000 images extracted cold) its 10-minute budget on two cores.
-DATASET_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "fashion-mnist": {"effnet-lite0": {"input_size": 96}},
-}
-
-
-def default_settings(data_name: str, extractor: str) -> dict[str, Any]:
-    """The settings `compute_features` applies for ``extractor`` on the dataset ``data_name``."""
-    return dict(DATASET_SETTINGS.get(data_name, {}).get(extractor, {}))
-
 
 def extractor_names() -> list[str]:
     return sorted(EXTRACTORS)

@@ -11,7 +11,7 @@
     a network trained separately from the features' EfficientNet-Lite0, so its tags add more to the
     features than the feature network's own logits would (measured below); ``tag_model="same"`` uses
     those logits instead, read off the cached features (no second network pass), and is the default
-    where `DATASET_SETTINGS` says so (Fashion-MNIST).
+    where `datasets.features.defaults` says so (Fashion-MNIST).
     The cache keeps each image's top-20 class ids, so any ``k <= 20`` reuses it.
   - provider ``"dataset"``: the dataset's own ``data.side["tags"]`` (e.g. MIRFlickr/NUS-WIDE tags); the
     default for a dataset that ships tags.
@@ -54,6 +54,7 @@ from datasets.base import Dataset
 from datasets.errors import DataError
 from datasets.features.backbone import Backbone, auto_batch_size
 from datasets.features.cache import as_rows, cached_rows
+from datasets.features.defaults import default_settings
 from datasets.features.effnet import DEFAULT_BATCH_SIZE, DEFAULT_INPUT_SIZE, PREPROCESSING
 from datasets.features.images import fetch_images
 from datasets.features.rotation import rotate_crop
@@ -84,23 +85,6 @@ def compute_side(data: Dataset, name: str, *, indices: Any = None, **settings: A
         raise DataError(f"unknown setting(s) {unknown} for side input {name!r}; allowed: {allowed}")
     rows = np.arange(len(data)) if indices is None else as_rows(indices, len(data))
     return fn(data, rows, **{**default_settings(data.name, name), **settings})
-
-
-# Per-dataset defaults of a side input's settings, used unless the caller gives the setting
-# (``--side-option tags.tag_model=efficientnet-lite2`` restores the general default).
-# Fashion-MNIST: the feature network's own tags. Lite2 tags for all 70,000 images cost ~25-30 min of
-# one core, three times the README main job's whole 10-minute budget; the own tags cost under a second
-# once the features exist. Measured price (scripts/lagnh_tag_source_study.py, the 10,000 test images,
-# 96 px features, LAGNH 64 bits, 40 epochs of batch 1024, seed 0): mAP@1000 0.5513 with the own tags,
-# 0.5782 with Lite2's (on CIFAR-10's validation split: 0.4755 vs 0.5011).
-DATASET_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "fashion-mnist": {"tags": {"tag_model": "same"}},
-}
-
-
-def default_settings(data_name: str, side_name: str) -> dict[str, Any]:
-    """The settings `compute_side` applies for ``side_name`` on the dataset ``data_name``."""
-    return dict(DATASET_SETTINGS.get(data_name, {}).get(side_name, {}))
 
 
 def _need_images(data: Dataset, what: str) -> None:
