@@ -12,7 +12,7 @@ choose (the schedule comparison of the issue is stated on the protocol's queries
         --config '{"sigma": 1.0, "rec_target": "raw"}' --config '{"sigma": "median", "median_fraction": 0.1}'
 
 ``"tags": "same"`` in a configuration replaces the default tags by the feature network's own top-k
-ImageNet classes (``tag_model="same"``), computed from the cached features through its classifier.
+ImageNet classes (``tag_model="same"``, as ``--side-option tags.tag_model=same`` gives them).
 """
 from __future__ import annotations
 
@@ -69,13 +69,11 @@ def main() -> None:
         tag_source = params.pop("tags", "default")
         side_tr, side_db, side_q = {}, {}, {}
         if "tags" in cls.side_inputs:
-            if tag_source == "same":
-                if same_tags is None:
-                    same_tags = {s: own_network_tags(prep.features[s]) for s in ("train", "database", "query")}
-                side_tr, side_db = {"tags": same_tags["train"]}, {"tags": same_tags["database"]}
-                side_q = {"tags": same_tags["query"]}
-            else:
-                side_tr, side_db, side_q = ({"tags": tags[s]} for s in ("train", "database", "query"))
+            if tag_source == "same" and same_tags is None:
+                same_tags = prepare(args.dataset, protocol=args.protocol, side_inputs=("tags",),
+                                    side_options={"tags": {"tag_model": "same"}}).side["tags"]
+            source = same_tags if tag_source == "same" else tags
+            side_tr, side_db, side_q = ({"tags": source[s]} for s in ("train", "database", "query"))
         model = cls(args.bits, seed=args.seed, **params)
         start = time.perf_counter()
         model.fit(Xtr, **side_tr)
@@ -98,19 +96,6 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as fh:
             fh.write(json.dumps(row) + "\n")
-
-
-def own_network_tags(features: np.ndarray, k: int = 10) -> np.ndarray:
-    """Top-k ImageNet classes of EfficientNet-Lite0's own classifier applied to its pooled features."""
-    import torch
-
-    from datasets.features.backbone import Backbone
-    from datasets.features.side import multi_hot
-
-    fc = Backbone("efficientnet-lite0", 128).model._fc
-    with torch.no_grad():
-        logits = fc(torch.from_numpy(np.ascontiguousarray(features, np.float32)))
-    return multi_hot(torch.topk(logits, k, dim=1).indices.numpy(), k).astype(np.float32)
 
 
 if __name__ == "__main__":
