@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import TEST, TRAIN, DataError, get_protocol, load_dataset, make_split
+from datasets import TEST, TRAIN, DataError, get_protocol, load_dataset, make_split, split_digest
 from datasets import cifar10 as c10
 from datasets.base import Dataset
 from local_http_server import serve_folder
@@ -413,7 +413,8 @@ def test_cifar10_protocols(cifar_shaped, name, n_query, n_db, n_train, query_par
         assert (d.partition[split.query] == query_part).all() and (d.partition[split.database] == db_part).all()
     else:
         assert len(split.query) + len(split.database) == len(d)
-    assert split.digest() == make_split(protocol, d).digest()
+    assert split_digest(split, d) == split_digest(make_split(protocol, d), d)
+    assert split.overlap == {"query_in_database": 0, "query_in_train": 0}
     assert not (np.diff(d.labels[split.database]) == 0).all()  # database not grouped by class
 
 

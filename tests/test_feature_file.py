@@ -90,6 +90,45 @@ def test_without_train_split_the_database_trains(tmp_path):
     assert np.array_equal(data.splits["train"], data.splits["database"])
 
 
+def test_files_of_the_same_shapes_get_different_split_digests(tmp_path):
+    """Predefined splits are index ranges fixed by the sizes: the digest must see the feature values."""
+    from datasets import split_digest
+
+    ref = _splits()
+    rng = np.random.default_rng(7)
+    noise = {s: {**parts, "features": rng.normal(size=parts["features"].shape).astype(np.float32)}
+             for s, parts in ref.items()}
+    np.savez(tmp_path / "real.npz", **_named(ref))
+    np.savez(tmp_path / "noise.npz", **_named(noise))
+    real, fake = (load_dataset("features", data_root=str(tmp_path / f)) for f in ("real.npz", "noise.npz"))
+    real_split, fake_split = (make_split(get_protocol("features"), d) for d in (real, fake))
+    for s in ("query", "database", "train"):
+        assert np.array_equal(getattr(real_split, s), getattr(fake_split, s))
+    assert split_digest(real_split, real) != split_digest(fake_split, fake)
+    again = load_dataset("features", data_root=str(tmp_path / "real.npz"))
+    assert split_digest(make_split(get_protocol("features"), again), again) == split_digest(real_split, real)
+
+
+def test_query_rows_repeated_in_the_database_are_counted_with_a_warning(tmp_path):
+    """Feature files carry no image identity: an identical feature row and label is reported, not refused."""
+    ref = _splits()
+    for kind in ("features", "labels", "tags"):  # queries 1 and 3 also stored in the database
+        ref["database"][kind] = np.concatenate([ref["database"][kind], ref["query"][kind][[1, 3]]])
+    arrays = _named(ref)
+    data = load_dataset("features", data_root=_save(tmp_path, arrays))
+    with pytest.warns(UserWarning, match=r"2 of 4 queries of features have the same features and label as a "
+                                         r"database row and 0 as a training row"):
+        split = make_split(get_protocol("features"), data)
+    assert split.overlap == {"query_duplicates_in_database": 2, "query_duplicates_in_train": 0}
+    assert len(split.database) == N["database"] + 2
+    # without a train split the database trains: its duplicates are in the training set too
+    del arrays["train_features"], arrays["train_labels"], arrays["train_tags"]
+    data = load_dataset("features", data_root=_save(tmp_path, arrays, name="g.npz"))
+    with pytest.warns(UserWarning, match="2 of 4 queries"):
+        assert make_split(get_protocol("features"), data).overlap == {"query_duplicates_in_database": 2,
+                                                                      "query_duplicates_in_train": 2}
+
+
 def test_mat_v5_with_matlab_column_vectors(tmp_path):
     ref = _splits()
     arrays = _named(ref, names={"query": "test", "database": "retrieval", "train": "train"},

@@ -253,6 +253,52 @@ def test_presets_check_the_label_count(listset, name, good, bad):
         load_dataset(name, data_root=str(listset))
 
 
+def test_queries_listed_in_the_database_are_refused_unless_allowed(listset):
+    """A database.txt that also lists every query: each query would find itself at distance 0."""
+    _write_lists(listset, files={"database.txt": [0, 1, 2, 3, 4, 5, 6, 7]})
+    data = load_dataset("listfile", data_root=str(listset))
+    with pytest.raises(DataError) as err:
+        make_split(get_protocol("listfile"), data)
+    assert str(err.value) == (
+        "2 of 2 queries are also in the database and 0 in the training set (same image path in test.txt and "
+        "database.txt): each query in the database would find itself at distance 0. Fix the list files, or "
+        "pass allow_query_overlap=True (--allow-query-overlap) to evaluate anyway")
+    split = make_split(get_protocol("listfile"), data, allow_query_overlap=True)
+    assert split.overlap == {"query_in_database": 2, "query_in_train": 0}
+    assert np.array_equal(split.database, data.splits["database"])
+
+
+def test_a_query_path_spelled_differently_in_train_txt_is_the_same_image(listset):
+    _write_lists(listset, files={"train.txt": [4, 0, 2]})
+    (listset / "train.txt").write_text((listset / "train.txt").read_text() + "./" + _line(PATHS[7], LABELS[7]) + "\n")
+    data = load_dataset("listfile", data_root=str(listset))
+    with pytest.raises(DataError, match=r"^0 of 2 queries are also in the database and 1 in the training set "
+                                        r"\(same image path in test\.txt and train\.txt\)"):
+        make_split(get_protocol("listfile"), data)
+    assert make_split(get_protocol("listfile"), data, allow_query_overlap=True).overlap == {
+        "query_in_database": 0, "query_in_train": 1}
+
+
+def test_the_standard_lists_have_no_overlap_and_a_content_digest(listset, monkeypatch):
+    from datasets import split_digest
+
+    data = load_dataset("listfile", data_root=str(listset))
+    split = make_split(get_protocol("listfile"), data)
+    assert split.overlap == {"query_in_database": 0, "query_in_train": 0}  # train ⊂ database is no overlap
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    digest = split_digest(split, data)
+    assert opened == []  # paths and the lists' fingerprint, no image decoded
+    # same sizes, same labels line by line, other images (two paths swapped): the same indices, another digest
+    _write_lists(listset, paths=[PATHS[1], PATHS[0]] + PATHS[2:])
+    other = load_dataset("listfile", data_root=str(listset))
+    other_split = make_split(get_protocol("listfile"), other)
+    assert other.labels.tolist() == data.labels.tolist()
+    assert all(np.array_equal(getattr(other_split, k), getattr(split, k)) for k in ("query", "database", "train"))
+    assert split_digest(other_split, other) != digest
+
+
 def test_side_options_reach_the_tags_and_are_recorded(listset, tracking_uri, data_home, capsys):
     """``--side-option tags.k=2`` changes the tags LAGNH gets, and the run's parameters say so."""
     from mlflow import MlflowClient
