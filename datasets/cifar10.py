@@ -354,6 +354,10 @@ def load_cifar10(data_root: str | None = None) -> Dataset:
     """CIFAR-10 as ``images`` uint8 ``(n, 32, 32, 3)`` RGB, ``labels`` int64 in 0..9 (`CLASSES`) and
     ``partition`` (`TRAIN` for the official training images, `TEST` for the test batch), training
     images first. With the full data n = 60,000 (50,000 + 10,000).
+
+    Raises:
+        DataError: nothing usable at ``data_root`` / ``$HASHBENCH_CIFAR10`` (the message lists what was
+            looked for), a malformed or unverifiable copy, or a failed download.
     """
     if data_root is not None:
         return _load_path(Path(data_root), "--data-root")

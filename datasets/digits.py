@@ -6,7 +6,10 @@ import numpy as np
 from datasets.base import Dataset
 
 
-def load_digits(data_root: str | None = None) -> Dataset:
+def load_digits() -> Dataset:
+    """The 1,797 digits: ``images`` uint8 ``(1797, 8, 8)`` scaled from 0..16 to 0..255, ``labels`` int64
+    in 0..9; no partition. Reads no files (the data ship with scikit-learn), so it takes no ``data_root``.
+    """
     from sklearn.datasets import load_digits as _sk_load
 
     raw = _sk_load()

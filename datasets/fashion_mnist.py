@@ -138,6 +138,10 @@ def _read_part(images_path: Path, labels_path: Path, part: str) -> tuple[np.ndar
 def load_fashion_mnist(data_root: str | None = None) -> Dataset:
     """Fashion-MNIST as ``images`` uint8 ``(70000, 28, 28)``, ``labels`` int64 in 0..9 (`CLASSES`)
     and ``partition`` = `TRAIN` for the first 60,000 (official training files), `TEST` for the rest.
+
+    Raises:
+        DataError: ``data_root`` is not a folder or lacks one of the four files, a file is malformed
+            (shapes, label range), or no copy was found and the download failed.
     """
     if data_root is not None:
         root = Path(data_root).expanduser()

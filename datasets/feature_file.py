@@ -291,7 +291,17 @@ def _feature_files(root: Path) -> list[Path]:
 
 def load_feature_file(data_root: str | os.PathLike | None = None, *, allow_pickle: bool = False,
                       name: str = "features") -> Dataset:
-    """Read pre-extracted features and their predefined splits (see the module docstring)."""
+    """Read pre-extracted features and their predefined splits (see the module docstring).
+
+    Returns a `Dataset` with ``features`` ``(n, d)`` float32, ``labels`` ``(n,)`` int64 or ``(n, C)``
+    uint8, ``splits`` the query / database / train row ranges, ``side["tags"]`` ``(n, T)`` float32 when
+    every split has tags, and no images.
+
+    Raises:
+        DataError: no ``data_root``, no readable feature file there, missing query or database split,
+            inconsistent shapes / label kinds / dimensions, non-finite values, or a pickle without
+            ``allow_pickle=True``.
+    """
     if data_root is None:
         raise DataError("the features dataset reads a file you supply; " + _layout_help())
     root = Path(data_root).expanduser()

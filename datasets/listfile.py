@@ -252,6 +252,13 @@ def load_listfile(data_root: str | os.PathLike | None = None, *, name: str = "li
     """Read ``train.txt`` / ``test.txt`` / ``database.txt`` under ``data_root`` (see the module docstring).
 
     ``n_labels``: the label count(s) accepted (None: any, as long as the three files agree).
+    Returns a `Dataset` with ``labels`` ``(n, C)`` uint8 multi-hot, ``images`` an `ImageFiles` reader
+    (``uint8 (H, W, 3)`` per item, decoded on access), ``splits`` the rows each file lists.
+
+    Raises:
+        DataError: no ``data_root`` or a missing list file (the message shows the expected layout),
+            malformed lines, label counts that differ across files or from ``n_labels``, one path with
+            two label sets, or listed images that do not exist (unless ``check_images=False``).
     """
     if isinstance(n_labels, int):
         n_labels = (n_labels,)
@@ -291,20 +298,34 @@ def load_listfile(data_root: str | os.PathLike | None = None, *, name: str = "li
     )
 
 
-def _preset(name: str, data_root, options) -> Dataset:
-    return load_listfile(data_root, name=name, n_labels=PRESETS[name][0], **options)
+def load_nus_wide_21(data_root: str | os.PathLike | None = None, *, image_root: str | os.PathLike | None = None,
+                     check_images: bool = True) -> Dataset:
+    """NUS-WIDE restricted to its 21 most frequent concepts: list files with 21 labels (`load_listfile`).
+
+    Raises:
+        DataError: as `load_listfile`, and when the lists do not carry 21 labels per line.
+    """
+    return load_listfile(data_root, name="nus-wide-21", n_labels=PRESETS["nus-wide-21"][0],
+                         image_root=image_root, check_images=check_images)
 
 
-def load_nus_wide_21(data_root: str | os.PathLike | None = None, **options) -> Dataset:
-    """NUS-WIDE restricted to its 21 most frequent concepts: list files with 21 labels."""
-    return _preset("nus-wide-21", data_root, options)
+def load_coco(data_root: str | os.PathLike | None = None, *, image_root: str | os.PathLike | None = None,
+              check_images: bool = True) -> Dataset:
+    """MS-COCO (HashNet split, 80 categories): list files with 80 labels (`load_listfile`).
+
+    Raises:
+        DataError: as `load_listfile`, and when the lists do not carry 80 labels per line.
+    """
+    return load_listfile(data_root, name="coco", n_labels=PRESETS["coco"][0],
+                         image_root=image_root, check_images=check_images)
 
 
-def load_coco(data_root: str | os.PathLike | None = None, **options) -> Dataset:
-    """MS-COCO (HashNet split, 80 categories): list files with 80 labels."""
-    return _preset("coco", data_root, options)
+def load_mirflickr25k(data_root: str | os.PathLike | None = None, *, image_root: str | os.PathLike | None = None,
+                      check_images: bool = True) -> Dataset:
+    """MIRFlickr-25K: list files with 24 concepts, or 38 (24 plus the ``*_r1`` variants) (`load_listfile`).
 
-
-def load_mirflickr25k(data_root: str | os.PathLike | None = None, **options) -> Dataset:
-    """MIRFlickr-25K: list files with 24 concepts, or 38 (24 plus the ``*_r1`` variants)."""
-    return _preset("mirflickr25k", data_root, options)
+    Raises:
+        DataError: as `load_listfile`, and when the lists carry neither 24 nor 38 labels per line.
+    """
+    return load_listfile(data_root, name="mirflickr25k", n_labels=PRESETS["mirflickr25k"][0],
+                         image_root=image_root, check_images=check_images)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 from datasets.base import Dataset
-from datasets.errors import UnknownDatasetError
+from datasets.errors import DataError, UnknownDatasetError
 
-# name -> "module:function"; the function takes ``data_root`` (str | None) and returns a `Dataset`.
+# name -> "module:function"; the function returns a `Dataset`. Loaders that read files take
+# ``data_root`` (str | None); the keyword parameters of a loader are the options it reads.
 LOADERS: dict[str, str] = {
     "digits": "datasets.digits:load_digits",
     "fashion-mnist": "datasets.fashion_mnist:load_fashion_mnist",
@@ -18,13 +20,25 @@ LOADERS: dict[str, str] = {
     "mirflickr25k": "datasets.listfile:load_mirflickr25k",
     "features": "datasets.feature_file:load_feature_file",
 }
+# Why a loader without a ``data_root`` parameter reads no files (said when one is given anyway).
+NO_FILES: dict[str, str] = {"digits": "it ships with scikit-learn"}
+# Datasets of pre-extracted features (no images): features are read, not extracted.
+PRECOMPUTED_FEATURES: frozenset[str] = frozenset({"features"})
+# Command-line spelling of the options that have their own flag; any other is ``--data-option NAME=VALUE``.
+_FLAGS = {"data_root": "--data-root", "allow_pickle": "--allow-pickle"}
 
 
 def dataset_names() -> list[str]:
+    """Names `load_dataset` accepts, sorted."""
     return sorted(LOADERS)
 
 
 def get_loader(name: str) -> Callable[..., Dataset]:
+    """The loader function of dataset ``name`` (its module is imported now).
+
+    Raises:
+        UnknownDatasetError: ``name`` is not in `LOADERS`.
+    """
     target = LOADERS.get(name)
     if target is None:
         raise UnknownDatasetError(name, dataset_names())
@@ -32,6 +46,46 @@ def get_loader(name: str) -> Callable[..., Dataset]:
     return getattr(importlib.import_module(module_name), func)
 
 
-def load_dataset(name: str, data_root: str | None = None, **options) -> Dataset:
-    """Load dataset ``name``; ``data_root`` points at a user's copy of its files."""
-    return get_loader(name)(data_root=data_root, **options)
+def _flag(option: str) -> str:
+    return _FLAGS.get(option, f"--data-option {option}=...")
+
+
+def check_loader_options(name: str, data_root: str | None, options: dict[str, Any]) -> None:
+    """Check, before anything is read, that the loader of ``name`` reads ``data_root`` (when given)
+    and every option in ``options`` (by name; values are the loader's to check).
+
+    Raises:
+        UnknownDatasetError: ``name`` is not a known dataset.
+        DataError: ``data_root`` given to a loader that reads no files, or an option the loader does not
+            read; the message names the option, its command-line flag and the dataset.
+    """
+    params = inspect.signature(get_loader(name)).parameters
+    if data_root is not None and "data_root" not in params:
+        why = f" ({NO_FILES[name]})" if name in NO_FILES else ""
+        raise DataError(f"{name} reads no files{why}: data_root ({_flag('data_root')}) is not used by it")
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # a loader taking **options checks them itself
+    accepted = [p for p, v in params.items() if p != "data_root" and v.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = [o for o in options if o not in accepted]
+    if unknown:
+        listed = ", ".join(f"{o} ({_flag(o)})" for o in unknown)
+        takes = f"it reads: {', '.join(accepted)}" if accepted else "it takes no options"
+        raise DataError(f"{name} does not read the option(s) {listed}; {takes}")
+
+
+def load_dataset(name: str, data_root: str | None = None, **options: Any) -> Dataset:
+    """Load dataset ``name``; ``data_root`` points at a user's copy of its files.
+
+    The options are checked first (`check_loader_options`); ``data_root`` is passed only to loaders that
+    read files. What the result holds (shapes, dtypes) is described on `Dataset` and on each loader.
+
+    Raises:
+        UnknownDatasetError: ``name`` is not a known dataset.
+        DataError: an option the loader does not read, or data missing, malformed or unverifiable
+            (the message says where the loader looked).
+    """
+    check_loader_options(name, data_root, options)
+    loader = get_loader(name)
+    if "data_root" in inspect.signature(loader).parameters:
+        return loader(data_root=data_root, **options)
+    return loader(**options)

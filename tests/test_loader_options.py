@@ -1,0 +1,73 @@
+"""Loader options are checked by name before anything is read (`datasets.registry.check_loader_options`)."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from datasets import DataError, UnknownDatasetError, check_loader_options, dataset_names, load_dataset
+from datasets import registry
+
+
+def test_data_root_for_a_dataset_that_reads_no_files_is_an_error():
+    with pytest.raises(DataError) as err:
+        load_dataset("digits", data_root="/somewhere")
+    assert str(err.value) == ("digits reads no files (it ships with scikit-learn): data_root (--data-root) "
+                              "is not used by it")
+    assert len(load_dataset("digits")) == 1797  # without it, digits loads as before
+
+
+@pytest.fixture
+def loaders_must_not_run(monkeypatch):
+    """Loaders keep their signatures but fail if called: what is checked, is checked before loading."""
+    real = registry.get_loader
+
+    def stand_in_for(name):
+        loader = real(name)
+
+        def must_not_run(*args, **kwargs):
+            raise AssertionError(f"the {name} loader ran before its options were checked")
+        must_not_run.__signature__ = inspect.signature(loader)
+        return must_not_run
+
+    monkeypatch.setattr(registry, "get_loader", stand_in_for)
+
+
+def test_options_a_loader_does_not_read_are_named_with_their_flag_and_the_dataset(loaders_must_not_run):
+    with pytest.raises(DataError, match=r"^cifar10 does not read the option\(s\) colour \(--data-option "
+                                        r"colour=\.\.\.\); it takes no options$"):
+        load_dataset("cifar10", data_root="/does/not/matter", colour="red")
+    with pytest.raises(DataError, match=r"^fashion-mnist does not read the option\(s\) allow_pickle "
+                                        r"\(--allow-pickle\)"):
+        load_dataset("fashion-mnist", allow_pickle=True)
+    with pytest.raises(DataError, match=r"^listfile does not read the option\(s\) image_dir \(--data-option "
+                                        r"image_dir=\.\.\.\); it reads: name, image_root, check_images, n_labels$"):
+        load_dataset("listfile", data_root="/lists", image_dir="/images")
+    # a preset fixes its name and label count: those are not options of it
+    with pytest.raises(DataError, match=r"^coco does not read the option\(s\) n_labels .*; it reads: image_root, "
+                                        r"check_images$"):
+        load_dataset("coco", data_root="/lists", n_labels=3)
+    with pytest.raises(DataError, match="^digits reads no files"):
+        load_dataset("digits", data_root="/somewhere")
+    with pytest.raises(AssertionError, match="the listfile loader ran"):  # the stand-in is live
+        load_dataset("listfile", data_root="/lists", image_root="/images")
+
+
+def test_check_reads_nothing_and_accepts_what_loaders_read(tmp_path):
+    absent = str(tmp_path / "absent")
+    check_loader_options("listfile", absent, {"image_root": absent, "check_images": False})
+    check_loader_options("nus-wide-21", absent, {"image_root": absent})
+    check_loader_options("features", absent, {"allow_pickle": True})
+    check_loader_options("cifar10", None, {})
+    check_loader_options("digits", None, {})
+    with pytest.raises(UnknownDatasetError, match="unknown dataset 'cifar100'"):
+        check_loader_options("cifar100", None, {})
+
+
+def test_every_loader_that_ignores_data_root_says_why():
+    """A loader takes ``data_root`` exactly when it reads files; the others are listed with a reason."""
+    for name in dataset_names():
+        takes = "data_root" in inspect.signature(registry.get_loader(name)).parameters
+        assert takes == (name not in registry.NO_FILES), name
+        assert not any(p.kind is inspect.Parameter.VAR_KEYWORD
+                       for p in inspect.signature(registry.get_loader(name)).parameters.values()), name
