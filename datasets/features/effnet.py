@@ -49,13 +49,24 @@ PREPROCESSING = "squash-bilinear-antialias|grey-repeat|(x-127)/128|global-averag
 def pooled_features(data: Dataset, network: str, *, name: str, indices: Any = None,
                     input_size: int = DEFAULT_INPUT_SIZE, batch_size: int | None = DEFAULT_BATCH_SIZE,
                     device: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
-    """Pooled features of ``network`` for the rows ``indices`` (all rows when None), in that order."""
+    """Pooled features of ``network`` for the rows ``indices`` (all rows when None), in that order.
+
+    Returns ``(features, info)``: ``(len(indices), dim)`` float32 and the flat info ``name``, ``dim``,
+    ``pretrained``, ``pooling``, ``preprocessing``, ``network``, ``input_size``, ``backbone_parameters``,
+    ``weights_sha256``, the versions of torch and of the network packages (by package name), and the
+    machine-local ``cache`` (store path, "" without cache), ``device``, ``batch_size``.
+
+    Raises:
+        DataError: ``input_size`` below 32 or not an integer, bad ``batch_size`` or ``indices``,
+            images that are not uint8 ``(H, W)`` / ``(H, W, 3)``, missing network packages, or an
+            unreadable cache.
+    """
     backbone = Backbone(network, input_size, device)
     batch_size = batch_size or auto_batch_size(backbone.input_size, backbone.device)
     rows = np.arange(len(data)) if indices is None else as_rows(indices, len(data))
     dim = int(backbone.model._conv_head.out_channels)
     described = backbone.describe()
-    info = {"features": name, "features_dim": dim, "pretrained": "ImageNet", "pooling": "global-average",
+    info = {"name": name, "dim": dim, "pretrained": "ImageNet", "pooling": "global-average",
             "preprocessing": PREPROCESSING, **described}
 
     def compute(batch_rows: np.ndarray) -> np.ndarray:
@@ -67,12 +78,13 @@ def pooled_features(data: Dataset, network: str, *, name: str, indices: Any = No
     feats, path = cached_rows(data, rows, compute, kind=f"{name}-s{backbone.input_size}", key=key,
                               row_shape=(dim,), dtype=np.float32, info=info, batch_size=batch_size,
                               use_cache=cache)
-    return feats, {**info, "features_cache": path, "device": str(backbone.device), "batch_size": batch_size}
+    return feats, {**info, "cache": path, "device": str(backbone.device), "batch_size": batch_size}
 
 
 def extract_effnet_lite0(data: Dataset, *, indices: Any = None, input_size: int = DEFAULT_INPUT_SIZE,
                          batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None,
                          cache: bool = True) -> tuple[np.ndarray, dict]:
-    """``(len(indices), 1280)`` float32 EfficientNet-Lite0 features (see the module docstring)."""
+    """``(len(indices), 1280)`` float32 EfficientNet-Lite0 features (see the module docstring); info and
+    errors as `pooled_features`, with ``name`` ``"effnet-lite0"``."""
     return pooled_features(data, "efficientnet-lite0", name="effnet-lite0", indices=indices,
                            input_size=input_size, batch_size=batch_size, device=device, cache=cache)

@@ -1,6 +1,8 @@
 """Side inputs of hashing methods, computed from a dataset's images and cached like features.
 
-``compute_side(data, name, indices=..., **settings) -> (array, info)``, rows in the order of ``indices``:
+``compute_side(data, name, indices=..., **settings) -> (array, info)``, rows in the order of ``indices``;
+``info`` is a flat dict whose keys carry neither the input's name nor a ``"side"`` entry (the harness
+namespaces them); `datasets.features.LOCAL_KEYS` names those that describe the machine (``cache``):
 
 * ``tags``: ``(n, T)`` uint8 0/1 multi-hot "semantic tags" (LAGNH's auxiliary input ``p_i``).
   - provider ``"imagenet-topk"`` (default): the ``k`` ImageNet classes with the highest logits of a
@@ -15,11 +17,18 @@
     The cache keeps each image's top-20 class ids, so any ``k <= 20`` reuses it.
   - provider ``"dataset"``: the dataset's own ``data.side["tags"]`` (e.g. MIRFlickr/NUS-WIDE tags); the
     default for a dataset that ships tags.
+  - info: ``provider``, ``dim`` (T); predicted tags add ``model``, ``input_size``, ``weights_sha256``,
+    ``columns``, ``k`` and ``cache`` (the store path; for ``tag_model="same"`` the features' store, and
+    ``from`` saying the tags are the feature network's classifier on its pooled features).
 * ``views``: ``(n, V, d)`` float32 features of rotated copies of each image (DeepBit), V = 4 angles
   -10, -5, +5, +10 degrees by default: the image is resized to the extractor's input size exactly as
   for its features, rotated about its centre, centre-cropped to the largest same-aspect rectangle
   without empty corners and resized back (`datasets.features.rotation.rotate_crop`, one bilinear
   resampling), then goes through the same network and pooling. Only training images need views.
+  Info: ``extractor``, ``angles`` (e.g. ``"-10,-5,5,10"``), ``input_size``, ``weights_sha256``, ``dim``
+  (d), ``rotation``, ``cache``.
+
+Which settings a side input takes from the features it accompanies is `inherited_side_settings`.
 
 Tag defaults (EfficientNet-Lite2 at 160 px, k = 10) chosen by measurement
 (``scripts/measure_feature_defaults.py``; 1,000 CIFAR-10 test images, 100 per class, JPEG copy). Over
@@ -45,7 +54,6 @@ are, and become a dense descriptor; it stays one setting away (``k=20``) and reu
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
 import numpy as np
@@ -68,23 +76,64 @@ TAG_MODELS = ("efficientnet-lite2", "efficientnet-lite0", "same")
 VIEW_ANGLES = (-10.0, -5.0, 5.0, 10.0)
 # extractor name -> network, for the extractors whose features views can be computed with
 VIEW_EXTRACTORS = {"effnet-lite0": "efficientnet-lite0"}
+# the extractor whose network's own classifier gives the tags of ``tag_model="same"``
+OWN_TAGS_EXTRACTOR = "effnet-lite0"
 
 
 def side_names() -> list[str]:
+    """Names of the side inputs, sorted."""
     return sorted(_SIDE)
 
 
-def compute_side(data: Dataset, name: str, *, indices: Any = None, **settings: Any) -> tuple[np.ndarray, dict]:
-    """Side input ``name`` for the rows ``indices`` of ``data`` (all rows when None), in that order."""
+def side_function(name: str) -> Callable[..., tuple[np.ndarray, dict]]:
+    """The function computing side input ``name``: ``fn(data, rows, **settings) -> (array, info)``.
+
+    Raises:
+        DataError: ``name`` is not a side input.
+    """
     fn = _SIDE.get(name)
     if fn is None:
         raise DataError(f"unknown side input {name!r}; known: {', '.join(side_names())}")
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("data", "rows")]
-    unknown = sorted(set(settings) - set(allowed))
-    if unknown:
-        raise DataError(f"unknown setting(s) {unknown} for side input {name!r}; allowed: {allowed}")
+    return fn
+
+
+def compute_side(data: Dataset, name: str, *, indices: Any = None, **settings: Any) -> tuple[np.ndarray, dict]:
+    """Side input ``name`` for the rows ``indices`` of ``data`` (all rows when None), in that order.
+
+    Returns ``(array, info)``: ``tags`` ``(len(indices), T)`` uint8 0/1, ``views`` ``(len(indices), V, d)``
+    float32; ``info`` as in the module docstring. ``settings`` go over the dataset's defaults
+    (`datasets.features.defaults`).
+
+    Raises:
+        DataError: unknown side input, a setting it does not take, bad ``indices``, no images (or no
+            shipped tags) to compute it from, or a setting value it refuses (e.g. ``k`` out of range).
+    """
+    from datasets.features.registry import check_setting_names, setting_names
+
+    fn = side_function(name)
+    check_setting_names(settings, setting_names(fn, ("data", "rows")), f"side input {name!r}")
     rows = np.arange(len(data)) if indices is None else as_rows(indices, len(data))
     return fn(data, rows, **{**default_settings(data.name, name), **settings})
+
+
+def inherited_side_settings(name: str, feature_info: dict[str, Any]) -> dict[str, Any]:
+    """The settings side input ``name`` takes from the features it accompanies, given their ``info``
+    (as `compute_features` returns it: ``name``, ``input_size``, ...).
+
+    * ``views`` are features of rotated images: computed by the features' extractor at the features'
+      input size (``{"extractor": ..., "input_size": ...}``), unless the features are pixels or
+      pre-extracted (then the views' own defaults apply).
+    * ``tags`` from the feature network itself (``tag_model="same"``) are read off the features' cache
+      at the features' input size (``{"features_input_size": ...}``), when the features are that
+      network's.
+    Anything else inherits nothing (``{}``). These settings override the user's for the same names.
+    """
+    features = feature_info.get("name")
+    if name == "views" and features not in (None, "pixels", "precomputed"):
+        return {"extractor": features, "input_size": feature_info["input_size"]}
+    if name == "tags" and features == OWN_TAGS_EXTRACTOR:
+        return {"features_input_size": feature_info["input_size"]}
+    return {}
 
 
 def _need_images(data: Dataset, what: str) -> None:
@@ -103,6 +152,13 @@ def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int
          tag_model: str = DEFAULT_TAG_MODEL, input_size: int | None = None,
          features_input_size: int | None = None, batch_size: int | None = DEFAULT_BATCH_SIZE,
          device: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
+    """``(len(rows), T)`` uint8 0/1 tags of ``rows`` and their info (see the module docstring).
+
+    Raises:
+        DataError: unknown ``provider`` or ``tag_model``, ``k`` not an integer in ``[1, 20]``, no images
+            (or, for ``provider="dataset"``, no or malformed shipped tags), or a network error as
+            `datasets.features.effnet.pooled_features`.
+    """
     if provider is None:  # a dataset's own tags when it ships them, else predicted ones
         provider = "dataset" if data.side.get("tags") is not None else "imagenet-topk"
     if provider == "dataset":
@@ -132,13 +188,13 @@ def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int
 
     key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
            "weights_sha256": described["weights_sha256"], "top": TAG_CACHE_K}
-    info = {"side": "tags", "tags_provider": "imagenet-topk", "tags_model": network,
-            "tags_input_size": backbone.input_size, "tags_weights_sha256": described["weights_sha256"],
-            "tags_dim": N_IMAGENET_CLASSES, "tags_columns": "ImageNet-1k classes (fixed)"}
+    info = {"provider": "imagenet-topk", "model": network, "input_size": backbone.input_size,
+            "weights_sha256": described["weights_sha256"], "dim": N_IMAGENET_CLASSES,
+            "columns": "ImageNet-1k classes (fixed)"}
     top, path = cached_rows(data, rows, compute, kind=f"tags-{network}-s{backbone.input_size}", key=key,
                             row_shape=(TAG_CACHE_K,), dtype=np.int16, info=info, batch_size=batch_size,
                             use_cache=cache)
-    return multi_hot(top, int(k)), {**info, "tags_k": int(k), "tags_cache": path}
+    return multi_hot(top, int(k)), {**info, "k": int(k), "cache": path}
 
 
 def _own_network_tags(data: Dataset, rows: np.ndarray, *, k: int, input_size: int, batch_size: int | None,
@@ -152,7 +208,7 @@ def _own_network_tags(data: Dataset, rows: np.ndarray, *, k: int, input_size: in
 
     from datasets.features.effnet import extract_effnet_lite0
 
-    network = VIEW_EXTRACTORS["effnet-lite0"]
+    network = VIEW_EXTRACTORS[OWN_TAGS_EXTRACTOR]
     feats, feat_info = extract_effnet_lite0(data, indices=rows, input_size=input_size, batch_size=batch_size,
                                             device=device, cache=cache)
     backbone = Backbone(network, input_size, "cpu")
@@ -162,10 +218,11 @@ def _own_network_tags(data: Dataset, rows: np.ndarray, *, k: int, input_size: in
         for start in range(0, len(feats), 8192):
             block = torch.from_numpy(np.ascontiguousarray(feats[start:start + 8192], dtype=np.float32))
             top.append(torch.topk(fc(block), k, dim=1).indices.numpy())
-    info = {"side": "tags", "tags_provider": "imagenet-topk", "tags_model": network,
-            "tags_input_size": int(input_size), "tags_weights_sha256": feat_info.get("weights_sha256"),
-            "tags_dim": N_IMAGENET_CLASSES, "tags_columns": "ImageNet-1k classes (fixed)",
-            "tags_from": "the feature network's classifier on its pooled features", "tags_k": k}
+    info = {"provider": "imagenet-topk", "model": network, "input_size": int(input_size),
+            "weights_sha256": feat_info.get("weights_sha256"), "dim": N_IMAGENET_CLASSES,
+            "columns": "ImageNet-1k classes (fixed)",
+            "from": "the feature network's classifier on its pooled features", "k": k,
+            "cache": feat_info.get("cache", "")}
     top_ids = np.concatenate(top) if top else np.zeros((0, k), np.int64)
     return multi_hot(top_ids, k), info
 
@@ -181,13 +238,20 @@ def _dataset_tags(data: Dataset, rows: np.ndarray) -> tuple[np.ndarray, dict]:
     out = shipped[rows]
     if not np.isin(out, (0, 1)).all():
         raise DataError(f"{data.name}: shipped tags must be 0/1 multi-hot")
-    return out.astype(np.uint8), {"side": "tags", "tags_provider": "dataset", "tags_dim": int(shipped.shape[1])}
+    return out.astype(np.uint8), {"provider": "dataset", "dim": int(shipped.shape[1])}
 
 
 def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
           input_size: int = DEFAULT_INPUT_SIZE, angles: tuple[float, ...] = VIEW_ANGLES,
           batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None,
           cache: bool = True) -> tuple[np.ndarray, dict]:
+    """``(len(rows), len(angles), d)`` float32 features of rotated copies of ``rows`` and their info
+    (see the module docstring).
+
+    Raises:
+        DataError: an ``extractor`` views cannot be computed with (not in `VIEW_EXTRACTORS`), no
+            ``angles``, no images, or a network error as `datasets.features.effnet.pooled_features`.
+    """
     network = VIEW_EXTRACTORS.get(extractor)
     if network is None:
         raise DataError(f"views can be computed for the extractors {sorted(VIEW_EXTRACTORS)}, not {extractor!r}")
@@ -206,13 +270,13 @@ def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
 
     key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
            "weights_sha256": described["weights_sha256"], "angles": angles, "rotation": "inscribed-crop-v1"}
-    info = {"side": "views", "views_extractor": extractor, "views_angles": ",".join(f"{a:g}" for a in angles),
-            "views_input_size": backbone.input_size, "views_weights_sha256": described["weights_sha256"],
-            "views_dim": dim, "views_rotation": "about centre, inscribed same-aspect crop, bilinear"}
+    info = {"extractor": extractor, "angles": ",".join(f"{a:g}" for a in angles),
+            "input_size": backbone.input_size, "weights_sha256": described["weights_sha256"],
+            "dim": dim, "rotation": "about centre, inscribed same-aspect crop, bilinear"}
     out, path = cached_rows(data, rows, compute, kind=f"views-{extractor}-s{backbone.input_size}", key=key,
                             row_shape=(len(angles), dim), dtype=np.float32, info=info,
                             batch_size=batch_size, use_cache=cache)
-    return out, {**info, "views_cache": path}
+    return out, {**info, "cache": path}
 
 
 _SIDE: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {"tags": tags, "views": views}
