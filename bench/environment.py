@@ -34,3 +34,12 @@ def git_commit() -> str:
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def environment() -> dict[str, str]:
+    """What a run records under ``env.``: ``version.<package>`` for the stack, ``python``, ``platform``
+    and ``git_commit``. None of it is part of a run's identity (`bench.record`)."""
+    versions = package_versions()
+    return {**{f"version.{k}": v for k, v in versions.items() if k != "python"},
+            "python": versions["python"], "platform": f"{platform.system()}-{platform.machine()}",
+            "git_commit": git_commit()}

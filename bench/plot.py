@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.table import metric_label, summarise
+from bench.metrics import label as metric_label
+from bench.table import summarise
 
 
 def _pyplot():

@@ -1,29 +1,59 @@
 """Turn a dataset name and protocol into the arrays every method sees: same data, same splits,
-same features, same side inputs for everyone."""
+same features, same side inputs for everyone; with the facts the record keeps about them."""
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from bench.errors import UsageError
+from bench.record import DataDigests, data_digests
 from datasets import Protocol, Split, compute_features, get_protocol, load_dataset, make_split
-from datasets.registry import get_loader
+from datasets.protocols import split_digest
 
 SPLITS = ("train", "database", "query")
 
 
 @dataclass
 class Prepared:
+    """What every method of a sweep is given, and what the record says about it.
+
+    * ``features[split]``: ``(n_split, d)`` float32; ``labels[split]``: ``(n_split,)`` class ids or
+      ``(n_split, C)`` multi-hot; ``side[input][split]``: side inputs (``fit``-only inputs: ``"train"``
+      only). Splits are ``"train"``, ``"database"``, ``"query"``.
+    * ``data``: facts of the data and split (logged as ``data.<name>``): dataset, protocol and its digest,
+      the split's content digest, sizes, K, overlap counts, where the data came from, loader options.
+    * ``features_info``: the extractor's facts (``features.<name>``); ``side_info[input]``: a side
+      input's facts (``side.<input>.<name>``).
+    * ``digests``: hashes of the arrays above, for the data fingerprint of each run (`bench.record`).
+    """
+
     dataset: str
     protocol: Protocol
     split: Split
-    features: dict[str, np.ndarray]            # split name -> (n_split, d)
+    features: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
-    side: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)   # input -> split -> array
-    info: dict[str, Any] = field(default_factory=dict)                      # logged as run parameters
+    side: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    features_info: dict[str, Any] = field(default_factory=dict)
+    side_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    digests: DataDigests | None = None
+
+    def sizes(self) -> dict[str, int]:
+        return {f"n_{s}": int(self.features[s].shape[0]) for s in ("query", "database", "train")}
+
+    def side_for(self, cls: type, split: str) -> dict[str, np.ndarray]:
+        """The side inputs ``cls`` reads for ``split``: all of them for training, the non-fit-only ones else."""
+        names = cls.side_inputs if split == "train" else [n for n in cls.side_inputs
+                                                          if n not in cls.fit_only_side_inputs]
+        return {n: self.side[n][split] for n in names}
+
+    def fingerprint(self, cls: type) -> str:
+        """The data fingerprint of a run of ``cls``: the base arrays and the side-input splits it reads."""
+        reads = {n: [s for s in SPLITS if s == "train" or n not in cls.fit_only_side_inputs]
+                 for n in cls.side_inputs}
+        return self.digests.fingerprint(reads)
 
 
 def _finite_or_raise(X: np.ndarray, what: str) -> None:
@@ -33,46 +63,34 @@ def _finite_or_raise(X: np.ndarray, what: str) -> None:
                          "fix the feature file or choose another --features")
 
 
-def _side_settings(name: str, feat_info: dict[str, Any]) -> dict[str, Any]:
-    """Views are features of rotated images: they must come from the same extractor at the same size.
-    Tags from the feature network itself are read off the features' cache at their input size."""
-    if name == "views" and feat_info.get("features") not in (None, "pixels", "precomputed"):
-        return {"extractor": feat_info["features"], "input_size": feat_info["input_size"]}
-    if name == "tags" and feat_info.get("features") == "effnet-lite0":
-        return {"features_input_size": feat_info["input_size"]}
-    return {}
-
-
 def prepare(dataset: str, *, protocol: str | None = None, features: str | None = None,
             data_root: str | None = None, side_inputs: tuple[str, ...] = (),
             fit_only_side: tuple[str, ...] = (), allow_pickle: bool = False,
             data_options: dict[str, Any] | None = None,
             side_options: dict[str, dict[str, Any]] | None = None,
-            feature_options: dict[str, Any] | None = None) -> Prepared:
-    """Load, split and featurise ``dataset``; compute the named side inputs.
+            feature_options: dict[str, Any] | None = None,
+            allow_query_overlap: bool = False) -> Prepared:
+    """Load, split and featurise ``dataset``; compute the named side inputs; hash what was prepared.
 
-    ``side_options`` holds settings per side input (``{"tags": {"k": 5}}``); views always follow the
-    features' extractor and input size. ``feature_options`` are the extractor's settings
-    (``{"input_size": 128}``), over the dataset's defaults.
+    ``side_options`` holds settings per side input (``{"tags": {"k": 5}}``); settings a side input
+    takes from the features (views follow the extractor and its input size) are the feature layer's
+    (`datasets.features.inherited_side_settings`). ``feature_options`` are the extractor's settings
+    (``{"input_size": 128}``), over the dataset's defaults. Features are extracted only for the items
+    the protocol uses. ``fit_only_side`` inputs (e.g. DeepBit's rotated ``views``) are computed for the
+    training split only. Queries that are also database or training items are refused unless
+    ``allow_query_overlap``.
 
-    Features are extracted only for the items the protocol uses (query, database, train).
-    ``fit_only_side`` inputs (e.g. DeepBit's rotated ``views``) are computed for the training split only.
+    Raises `datasets.DataError` (missing or malformed data, overlapping splits) or `UsageError` (NaN
+    features).
     """
+    from datasets.features import compute_side, inherited_side_settings
+
     options = dict(data_options or {})
     if allow_pickle:
         options["allow_pickle"] = True
-    try:
-        inspect.signature(get_loader(dataset)).bind(data_root=data_root, **options)
-    except TypeError as exc:  # an option the loader does not take
-        raise UsageError(f"--data-option not accepted by {dataset}: {exc}") from None
-    side_options = dict(side_options or {})
-    unused = sorted(set(side_options) - set(side_inputs))
-    if unused:
-        raise UsageError(f"--side-option names {unused}, which no chosen method uses "
-                         f"(side inputs used: {list(side_inputs) or 'none'})")
     data = load_dataset(dataset, data_root=data_root, **options)
     proto = get_protocol(dataset, protocol)
-    split = make_split(proto, data)
+    split = make_split(proto, data, allow_query_overlap=allow_query_overlap)
     used = np.unique(np.concatenate([split.query, split.database, split.train]))
     feats, feat_info = compute_features(data, features, indices=used, **dict(feature_options or {}))
     feats = np.asarray(feats)
@@ -87,17 +105,22 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
         split=split,
         features={s: feats[row[getattr(split, s)]] for s in SPLITS},
         labels={s: data.labels[getattr(split, s)] for s in SPLITS},
-        info={"data_source": data.source, **feat_info},
+        features_info=dict(feat_info),
     )
-    if side_inputs:
-        from datasets.features.side import compute_side
-
-        for name in side_inputs:
-            wanted = ("train",) if name in fit_only_side else SPLITS
-            idx = np.unique(np.concatenate([getattr(split, s) for s in wanted]))
-            settings = {**side_options.get(name, {}), **_side_settings(name, feat_info)}
-            values, side_info = compute_side(data, name, indices=idx, **settings)
-            pos = {s: np.searchsorted(idx, getattr(split, s)) for s in wanted}
-            out.side[name] = {s: np.asarray(values)[pos[s]] for s in wanted}
-            out.info.update({f"{name}_{k}" if not k.startswith(name) else k: v for k, v in side_info.items()})
+    for name in side_inputs:
+        wanted = ("train",) if name in fit_only_side else SPLITS
+        idx = np.unique(np.concatenate([getattr(split, s) for s in wanted]))
+        settings = {**dict((side_options or {}).get(name, {})), **inherited_side_settings(name, feat_info)}
+        values, info = compute_side(data, name, indices=idx, **settings)
+        pos = {s: np.searchsorted(idx, getattr(split, s)) for s in wanted}
+        out.side[name] = {s: np.asarray(values)[pos[s]] for s in wanted}
+        out.side_info[name] = dict(info)
+    out.data = {
+        "dataset": dataset, "protocol": proto.name, "protocol_digest": proto.digest(),
+        "protocol_spec": proto.as_dict(), "split_digest": split_digest(split, data), "topk": proto.topk,
+        **out.sizes(), "source": data.source, "allow_query_overlap": bool(allow_query_overlap),
+        **{f"overlap.{k}": int(v) for k, v in split.overlap.items()},
+        **{f"option.{k}": v for k, v in options.items()},
+    }
+    out.digests = data_digests(out.features, out.labels, {s: getattr(split, s) for s in SPLITS}, out.side)
     return out

@@ -43,7 +43,8 @@ SWEEPS = [
 
 def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:
     from bench.prepare import prepare
-    from bench.runner import run_one, side_inputs_needed
+    from bench.runner import run_one
+    from bench.sweep import side_inputs_needed
     from methods import get_method
 
     classes = {m: get_method(m) for m in sweep.methods}

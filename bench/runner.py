@@ -1,228 +1,435 @@
 """Run a sweep: for each (method, bits, seed) fit, encode, evaluate with the one engine, record.
 
-The harness measures; methods only learn and encode. A method that fails is recorded as a FAILED
-run with its message and the sweep goes on.
+The harness measures; methods only learn and encode. Whose fault a failure is decides what happens:
+
+* the method's (its ``fit`` or ``encode`` raised, or its codes are malformed): the run is FAILED with
+  the method's message, the sweep goes on;
+* the harness's (scoring or measuring raised on valid codes): the run is FAILED and marked as a
+  hashbench bug, never blamed on the method; the sweep goes on;
+* the record's (two of the run's names clean to one MLflow key): the run is FAILED with a message
+  naming both, the sweep goes on.
+
+What a run is (identity, keys, MLflow layout) is `bench.record`'s; talking to MLflow is
+`bench.tracking`'s; this module only holds the loop.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from bench import evaluation
-from bench.environment import git_commit, package_versions
+from bench import evaluation, record, spool
+from bench.environment import environment
 from bench.errors import UsageError
+from bench.interrupts import critical, interrupts_deferred, shielded
 from bench.measure import peak_rss_mb, reset_peak_rss, timer
 from bench.prepare import Prepared, prepare
-from bench.sweep import SweepSpec
-from bench.tracking import CONFIG_KEY_TAG, ERROR_TAG, KIND_TAG, RUN_KEY_TAG, Tracker
-from datasets import get_protocol
-from datasets.registry import get_loader
-from methods import get_method
-
-# Parameters the harness logs itself; a method hyper-parameter of the same name gets a prefix.
-HARNESS_KEYS = {"method", "n_bits", "seed", "dataset", "protocol", "features"}
+from bench.sweep import Plan, PlannedRun, SweepSpec, side_inputs_needed, validate  # noqa: F401 (re-export)
+from bench.tracking import HEARTBEAT_EVERY, STALE_AFTER, Claim, Heartbeat, RunBundle, Tracker
 
 
 @dataclass
 class RunResult:
+    """The outcome of one (method, bits, seed): ``status`` is FINISHED, FAILED, REUSED (an identical
+    finished run was found) or ELSEWHERE (another live sweep holds it); ``metrics`` the recorded metrics
+    (of the reused run for REUSED; empty for ELSEWHERE); ``failed_in`` whose fault a failure is;
+    ``run_id`` empty for a run that went to the spool."""
+
     method: str
     n_bits: int
     seed: int
-    status: str                                   # FINISHED, FAILED or SKIPPED (reused)
+    status: str
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     run_id: str = ""
+    failed_in: str = ""
 
 
 @dataclass
 class SweepResult:
+    """All runs of a sweep, where they were recorded, the protocol's K, the table's metric, and how many
+    results went to the spool (and where) because the store failed."""
+
     spec: SweepSpec
     results: list[RunResult]
     topk: int
     experiment: str
     parent_run_id: str
     tracking_uri: str
+    table_metric: str = ""
+    spooled: int = 0
+    spool_dir: str = ""
 
     @property
     def failed(self) -> list[RunResult]:
         return [r for r in self.results if r.status == "FAILED"]
 
-
-def side_inputs_needed(classes) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(every side input the methods need, those only their ``fit`` needs), each once, in order."""
-    side = tuple(dict.fromkeys(s for c in classes for s in c.side_inputs))
-    fit_only = tuple(dict.fromkeys(s for c in classes for s in c.fit_only_side_inputs))
-    return side, fit_only
+    @property
+    def elsewhere(self) -> list[RunResult]:
+        return [r for r in self.results if r.status == "ELSEWHERE"]
 
 
-def _run_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+@dataclass
+class Trained:
+    """A fitted hasher, its codes and the harness's measurements of fitting and encoding it."""
+
+    hasher: Any
+    database_codes: np.ndarray
+    query_codes: np.ndarray
+    measurements: dict[str, float]
 
 
-def _side_for(prep: Prepared, cls, split: str) -> dict[str, np.ndarray]:
-    names = cls.side_inputs if split == "train" else tuple(n for n in cls.side_inputs
-                                                          if n not in cls.fit_only_side_inputs)
-    return {n: prep.side[n][split] for n in names}
+class MethodFailure(Exception):
+    """The method raised or returned malformed codes (the run is the method's failure)."""
 
 
-def _pr_curve_csv(curve: Any) -> str:
-    import pandas as pd
-
-    if hasattr(curve, "_asdict"):
-        curve = curve._asdict()
-    elif hasattr(curve, "__dataclass_fields__"):
-        curve = {k: getattr(curve, k) for k in curve.__dataclass_fields__}
-    return pd.DataFrame({k: np.asarray(v) for k, v in curve.items()}).to_csv(index=False)
+def _check_codes(codes: Any, n: int, n_bits: int, what: str) -> np.ndarray:
+    expected = (n, (n_bits + 7) // 8)
+    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.shape != expected:
+        got = f"{type(codes).__name__} {getattr(codes, 'dtype', '')} {getattr(codes, 'shape', '')}".strip()
+        raise MethodFailure(f"encode returned {got} for the {what}; expected uint8 codes of shape {expected}")
+    return codes
 
 
-def run_one(cls, params: dict[str, Any], prep: Prepared) -> tuple[dict[str, float], dict[str, list[float]], str]:
-    """Fit and encode one method; return (metrics, training history, PR-curve CSV)."""
+def train_and_encode(cls: type, params: dict[str, Any], prep: Prepared) -> Trained:
+    """Fit ``cls(**params)`` on the training split and encode database and queries, timed.
+
+    Everything the method does happens here; an exception from it is the method's failure.
+    ``peak_rss_mb`` is recorded when the kernel's peak counter could be reset before fitting, else the
+    process's peak since it started as ``process_peak_rss_mb`` (a different, larger quantity).
+    """
     hasher = cls(**params)
-    reset_peak_rss()
+    scoped = reset_peak_rss()
     with timer() as fit_t:
-        hasher.fit(prep.features["train"], **_side_for(prep, cls, "train"))
+        hasher.fit(prep.features["train"], **prep.side_for(cls, "train"))
     with timer() as db_t:
-        db_codes = hasher.encode(prep.features["database"], **_side_for(prep, cls, "database"))
+        db_codes = hasher.encode(prep.features["database"], **prep.side_for(cls, "database"))
     with timer() as q_t:
-        q_codes = hasher.encode(prep.features["query"], **_side_for(prep, cls, "query"))
+        q_codes = hasher.encode(prep.features["query"], **prep.side_for(cls, "query"))
     peak = peak_rss_mb()
-    topk = prep.protocol.topk
-    metrics = evaluation.evaluate(q_codes, db_codes, prep.labels["query"], prep.labels["database"], topk=topk)
-    metrics.update({
+    n_bits = int(params["n_bits"])
+    db_codes = _check_codes(db_codes, len(prep.labels["database"]), n_bits, "database")
+    q_codes = _check_codes(q_codes, len(prep.labels["query"]), n_bits, "queries")
+    measurements = {
         "fit_seconds": fit_t(),
         "encode_seconds": db_t() + q_t(),
         "encode_database_seconds": db_t(),
         "encode_query_seconds": q_t(),
         "n_parameters": float(hasher.n_parameters()),
-        "peak_rss_mb": peak,
-    })
-    for key, value in hasher.run_info().items():
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            metrics[key] = float(value)
-    curve = evaluation.pr_curve_by_radius(q_codes, db_codes, prep.labels["query"], prep.labels["database"],
-                                          n_bits=hasher.n_bits)
-    return metrics, hasher.training_history(), _pr_curve_csv(curve)
+        ("peak_rss_mb" if scoped else "process_peak_rss_mb"): peak,
+    }
+    return Trained(hasher, db_codes, q_codes, measurements)
+
+
+def score(trained: Trained, prep: Prepared) -> tuple[dict[str, float], str]:
+    """The engine's metrics of the codes (``map_at_K`` ... at the protocol's K) and the precision-recall
+    curve by Hamming radius as CSV. An exception here is the harness's fault."""
+    import pandas as pd
+
+    q, db = trained.query_codes, trained.database_codes
+    metrics = evaluation.evaluate(q, db, prep.labels["query"], prep.labels["database"], topk=prep.protocol.topk)
+    curve = evaluation.pr_curve_by_radius(q, db, prep.labels["query"], prep.labels["database"],
+                                          n_bits=trained.hasher.n_bits)
+    frame = pd.DataFrame({k: np.asarray(v) for k, v in curve._asdict().items()})
+    return metrics, frame.to_csv(index=False)
+
+
+def run_one(cls: type, params: dict[str, Any], prep: Prepared) -> tuple[dict[str, float], dict[str, list[float]], str]:
+    """Fit, encode and score one method outside any record: (metrics, training history, PR-curve CSV).
+
+    For the accuracy guard and studies; sweeps use `train_and_encode` and `score` separately so that a
+    failure is attributed to the right party.
+    """
+    trained = train_and_encode(cls, params, prep)
+    metrics, curve = score(trained, prep)
+    return {**metrics, **trained.measurements}, trained.hasher.training_history(), curve
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+def _configuration_layout(planned: PlannedRun, prep: Prepared, identity: record.RunIdentity,
+                          env: dict[str, Any]) -> record.Layout:
+    """What is known before training: method, hyper-parameters as given, data, features, the side
+    inputs this method reads, environment, code."""
+    layout = record.Layout()
+    layout.add_param("", "method", planned.method)
+    layout.add_params("hp", planned.params)
+    layout.add_params("data", {**prep.data, "fingerprint": identity.data})
+    layout.add_params("features", prep.features_info)
+    for name in planned.cls.side_inputs:
+        layout.add_params(f"side.{name}", prep.side_info[name])
+    layout.add_params("env", env)
+    layout.add_param("code", "fingerprint", identity.code)
+    return layout
+
+
+def _run_config(planned: PlannedRun, prep: Prepared, identity: record.RunIdentity, env: dict[str, Any],
+                code_modules: dict[str, str], layout: record.Layout, hasher: Any = None) -> str:
+    """``run_config.json``: every recorded value under its original name, and the keys it was given."""
+    out = {
+        "method": planned.method, "params": planned.params,
+        "identity": {"run_key": identity.run_key, "config_key": identity.config_key,
+                     "setting_key": identity.setting_key, "data": identity.data, "code": identity.code},
+        "code_modules": code_modules, "data": prep.data, "features": prep.features_info,
+        "side": {n: prep.side_info[n] for n in planned.cls.side_inputs}, "env": env,
+        "mlflow_names": layout.originals,
+    }
+    if hasher is not None:
+        out["resolved"] = hasher.resolved_params()
+        out["info"] = hasher.run_info()
+    return json.dumps(record._plain(out), indent=2, sort_keys=True)
+
+
+class _SweepRecord:
+    """The sweep's side of the record. Every call to the store is a `critical` section (an interrupt
+    waits for it to end) and registers what it opens before the section ends, so the clean-up after an
+    interrupt knows every open run. When the store fails, the sweep goes on and keeps its results in
+    the spool (`bench.spool`)."""
+
+    def __init__(self, tracker: Tracker, heartbeat: Heartbeat, say: Callable[[str], None]):
+        self.tracker, self.heartbeat, self.say = tracker, heartbeat, say
+        self.online = True
+        self.open: list[str] = []
+        self.done: dict[str, set[str]] = {}
+        self.spooled = 0
+
+    def _went_offline(self, exc: BaseException) -> None:
+        if self.online:
+            self.online = False
+            self.say(f"the tracking store {self.tracker.uri} failed ({type(exc).__name__}: "
+                     f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); "
+                     f"results from now on go to the spool {spool.spool_dir(self.tracker.uri)}")
+
+    def _opened(self, run_id: str) -> None:
+        self.open.append(run_id)
+        self.done[run_id] = set()
+        self.heartbeat.add(run_id)
+
+    def _closed(self, run_id: str) -> None:
+        if run_id in self.open:
+            self.open.remove(run_id)
+        self.heartbeat.discard(run_id)
+
+    def start_sweep(self, exp_id: str, name: str, layout: record.Layout, spec: SweepSpec) -> str | None:
+        try:
+            with critical():
+                run_id = self.tracker.start_run(exp_id, name, tags={
+                    record.TAG_KIND: "sweep", record.TAG_LAYOUT: record.LAYOUT_VERSION,
+                    record.TAG_HEARTBEAT: f"{time.time():.3f}"})
+                self._opened(run_id)
+            bundle = RunBundle(experiment="", name=name, texts={
+                "sweep.json": json.dumps(record._plain(spec.as_dict()), indent=2, sort_keys=True)})
+            bundle.add_layout(layout)
+            with critical():
+                self.tracker.write(run_id, bundle, done=self.done[run_id])
+            return run_id
+        except Exception as exc:  # noqa: BLE001 -- the store failed: go on with the spool
+            self._went_offline(exc)
+            return self.open[0] if self.open else None
+
+    def claim(self, exp_id: str, identity: record.RunIdentity, name: str, parent_id: str | None,
+              reuse: bool, stale_after: float) -> Claim:
+        if self.online:
+            try:
+                with critical():
+                    claim = self.tracker.claim(exp_id, identity.run_key, name=name, tags=identity.tags(),
+                                               parent_id=parent_id, reuse=reuse, stale_after=stale_after)
+                    if claim.outcome == "mine":
+                        self._opened(claim.run_id)
+                return claim
+            except Exception as exc:  # noqa: BLE001
+                self._went_offline(exc)
+        return Claim("mine", run_id="")  # unclaimed: trained anyway, its result goes to the spool
+
+    def write(self, run_id: str, bundle: RunBundle) -> None:
+        """Write ``bundle`` into run ``run_id`` (closing it unless RUNNING), or spool it."""
+        if self.online and run_id:
+            try:
+                with critical():
+                    self.tracker.write(run_id, bundle, done=self.done[run_id])
+                    if bundle.status != "RUNNING":
+                        self._closed(run_id)
+                return
+            except Exception as exc:  # noqa: BLE001
+                self._went_offline(exc)
+        if bundle.status == "RUNNING":
+            return  # the configuration is part of the final bundle, spooled with it
+        with critical():
+            spool.save_run(self.tracker.uri, bundle, claim_id=run_id or None)
+            self.spooled += 1
+            if run_id:
+                self._closed(run_id)  # the sync closes this claim when it uploads the result
+
+    def close(self, run_id: str | None, status: str, metrics: dict[str, float] | None = None) -> None:
+        if not run_id:
+            return
+        if self.online:
+            try:
+                with critical():
+                    self.tracker.write(run_id, RunBundle(experiment="", name="", metrics=dict(metrics or {}),
+                                                         status=status), done=self.done.get(run_id))
+                    self._closed(run_id)
+                return
+            except Exception as exc:  # noqa: BLE001
+                self._went_offline(exc)
+        with critical():
+            spool.save_close(self.tracker.uri, run_id, status, metrics)
+            self._closed(run_id)
+
+    def close_all(self, status: str) -> None:
+        """After an interrupt: close every open run (the current claim, then the sweep)."""
+        for run_id in reversed(list(self.open)):
+            try:
+                self.close(run_id, status)
+            except Exception:  # noqa: BLE001 -- closing is best effort; the interrupt is re-raised anyway
+                pass
 
 
 def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
-              progress: Callable[[str], None] | None = None) -> SweepResult:
+              progress: Callable[[str], None] | None = None, stale_after: float = STALE_AFTER) -> SweepResult:
+    """Validate ``spec``, open the store, prepare the data once, then claim, train, evaluate and record
+    every (method, bits, seed).
+
+    A finished run with the same identity is reused unless ``spec.force``; a configuration that another
+    live sweep has claimed is skipped (status ELSEWHERE); a claim without a heartbeat for
+    ``stale_after`` seconds is closed as KILLED and taken over. When the store fails mid-sweep, the
+    remaining results go to the spool (`SweepResult.spooled`).
+
+    Raises the user errors of `validate`, `Tracker.open` and `prepare` before anything is recorded;
+    ``KeyboardInterrupt`` (Ctrl-C, SIGTERM) after closing the open run and the sweep as KILLED.
+    """
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    classes = {name: get_method(name) for name in spec.methods}      # unknown names fail before any work
-    for name, cls in classes.items():                                # so do bad --param names
-        try:
-            cls(n_bits=spec.bits[0], seed=spec.seeds[0], **spec.overrides.get(name, {})).get_params()
-        except TypeError as exc:
-            raise UsageError(f"bad --param for {name}: {exc}") from None
-    side_names, fit_only = side_inputs_needed(classes.values())
-    get_loader(spec.dataset)                                         # and unknown datasets or protocols
-    get_protocol(spec.dataset, spec.protocol)
+    if not stale_after > 0:
+        raise UsageError(f"the staleness limit must be > 0 seconds, got {stale_after!r}")
+    plan = validate(spec)
+    tracker = Tracker(tracking_uri).open()
     say(f"loading {spec.dataset} and computing features ...")
     with timer() as prep_t:
         prep = prepare(spec.dataset, protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
-                       side_inputs=side_names, fit_only_side=fit_only, allow_pickle=spec.allow_pickle,
-                       data_options=spec.data_options, side_options=spec.side_options,
-                       feature_options=spec.feature_options)
-    sizes = prep.split.sizes()
+                       side_inputs=plan.side_inputs, fit_only_side=plan.fit_only_side_inputs,
+                       allow_pickle=spec.allow_pickle, data_options=spec.data_options,
+                       side_options=spec.side_options, feature_options=spec.feature_options,
+                       allow_query_overlap=spec.allow_query_overlap)
+    sizes = prep.sizes()
     say(f"{spec.dataset}/{prep.protocol.name}: {sizes['n_query']} queries, {sizes['n_database']} database, "
-        f"{sizes['n_train']} training items, features {prep.info.get('features')} "
+        f"{sizes['n_train']} training items, features {prep.features_info.get('name')} "
         f"({prep.features['train'].shape[1]}-d), ready in {prep_t():.1f} s")
+    overlap = {k: v for k, v in prep.split.overlap.items() if v}
+    if overlap:
+        say(f"warning: query overlap {overlap} (recorded as data.overlap.*)")
 
-    tracker = Tracker(tracking_uri)
+    env = environment()
     experiment = f"{spec.dataset}/{prep.protocol.name}"
-    exp_id = tracker.experiment_id(experiment)
-    common = {
-        "dataset": spec.dataset,
-        "protocol": prep.protocol.name,
-        "protocol_digest": prep.protocol.digest(),
-        "protocol_spec": prep.protocol.as_dict(),
-        "split_digest": prep.split.digest(),
-        "topk": prep.protocol.topk,
-        **sizes,
-        **prep.info,
-    }
-
-    def own_common(cls: type) -> dict[str, Any]:
-        """The sweep's facts minus those of side inputs this method does not read: a run of ITQ is the
-        same run whether or not DeepBit's views were computed beside it."""
-        unused = [f"{s}_" for s in side_names if s not in cls.side_inputs]
-        return {k: v for k, v in common.items() if not k.startswith(tuple(unused))} if unused else common
-
-    def key_of(facts: dict[str, Any]) -> dict[str, Any]:
-        # Where files sit on this machine does not change a result: leave paths out of the identity of a run.
-        return {k: v for k, v in facts.items() if k != "data_source" and not k.endswith("_cache")}
-    env = {f"version_{k}": v for k, v in package_versions().items()} | {"git_commit": git_commit()}
-    parent_id = tracker.start_run(
-        exp_id, f"sweep-{spec.digest()[:8]}",
-        params={"methods": ",".join(spec.methods), "bits": ",".join(map(str, spec.bits)),
-                "seeds": ",".join(map(str, spec.seeds)), **common, **env},
-        tags={KIND_TAG: "sweep"},
-    )
-    tracker.log_text(parent_id, "sweep.json", json.dumps(spec.as_dict(), indent=2, sort_keys=True, default=str))
+    topk = prep.protocol.topk
+    code = {name: record.code_fingerprint(cls.__module__) for name, cls in plan.classes.items()}
+    fingerprints = {name: prep.fingerprint(cls) for name, cls in plan.classes.items()}
+    sweep_layout = record.Layout()
+    sweep_layout.add_params("sweep", {"methods": ",".join(spec.methods), "bits": ",".join(map(str, spec.bits)),
+                                      "seeds": ",".join(map(str, spec.seeds)), "digest": spec.digest()})
+    sweep_layout.add_params("data", prep.data)
+    sweep_layout.add_params("features", prep.features_info)
+    sweep_layout.add_params("env", env)
 
     results: list[RunResult] = []
-    total = len(spec.methods) * len(spec.bits) * len(spec.seeds)
-    done = 0
-    for name in spec.methods:
-        cls = classes[name]
-        method_common = own_common(cls)
-        key_common = key_of(method_common)
-        for bits in spec.bits:
-            for seed in spec.seeds:
-                done += 1
-                tag = f"[{done}/{total}] {name} {bits} bits seed {seed}"
-                params = cls(n_bits=bits, seed=seed, **spec.overrides.get(name, {})).get_params()
-                run_params = {f"hp_{k}" if k in HARNESS_KEYS - {"n_bits", "seed"} else k: v
-                              for k, v in params.items()}
-                identity = {"method": name, "params": params, "common": key_common,
-                            "hashbench": package_versions()["hashbench"]}
-                key = _run_key(identity)
-                config_params = {k: v for k, v in params.items() if k not in ("seed", "n_bits")}
-                config_key = _run_key({**identity, "params": config_params})
-                if not spec.force:
-                    previous = tracker.find_finished(exp_id, key)
-                    if previous is not None:
-                        results.append(RunResult(name, bits, seed, "SKIPPED", dict(previous.data.metrics),
-                                                 run_id=previous.info.run_id))
-                        say(f"{tag}: identical finished run {previous.info.run_id[:8]} reused (--force to redo)")
-                        continue
-                run_id = tracker.start_run(
-                    exp_id, f"{name}-{bits}b-s{seed}", parent_id=parent_id,
-                    params={"method": name, **run_params, **method_common, **env},
-                    tags={RUN_KEY_TAG: key, CONFIG_KEY_TAG: config_key, KIND_TAG: "run", "method": name},
-                )
-                tracker.log_text(run_id, "run_config.json", json.dumps(
-                    {"method": name, "params": params, **method_common, **env}, indent=2, sort_keys=True,
-                    default=str))
-                try:
-                    metrics, history, curve_csv = run_one(cls, params, prep)
-                except KeyboardInterrupt:  # the user stopped the sweep: close its records as KILLED
-                    tracker.finish(run_id, "KILLED")
-                    tracker.finish(parent_id, "KILLED")
-                    raise
-                except Exception as exc:  # a method's failure must not end the sweep
-                    message = f"{type(exc).__name__}: {exc}"
-                    tracker.set_tag(run_id, ERROR_TAG, message)
-                    tracker.log_text(run_id, "error.txt", traceback.format_exc())
-                    tracker.finish(run_id, "FAILED")
-                    results.append(RunResult(name, bits, seed, "FAILED", error=message, run_id=run_id))
-                    say(f"{tag}: FAILED: {message}")
+    with interrupts_deferred(), Heartbeat(tracker, min(HEARTBEAT_EVERY, stale_after / 3)) as beat:
+        rec = _SweepRecord(tracker, beat, say)
+        try:
+            with critical():
+                exp_id = tracker.experiment_id(experiment)
+                reaped = tracker.reap_stale(exp_id, stale_after)
+            if reaped:
+                say(f"closed {reaped} run(s) left RUNNING by a sweep that died (no heartbeat for "
+                    f"{stale_after:g} s) as KILLED")
+            parent_id = rec.start_sweep(exp_id, f"sweep-{spec.digest()[:8]}", sweep_layout, spec)
+            for number, planned in enumerate(plan.runs, 1):
+                tag = f"[{number}/{len(plan.runs)}] {planned.method} {planned.n_bits} bits seed {planned.seed}"
+                identity = record.RunIdentity(planned.method, planned.params, fingerprints[planned.method],
+                                              code[planned.method][0])
+                name = f"{planned.method}-{planned.n_bits}b-s{planned.seed}"
+                claim = rec.claim(exp_id, identity, name, parent_id, not spec.force, stale_after)
+                if claim.outcome != "mine":
+                    status = "REUSED" if claim.outcome == "reuse" else "ELSEWHERE"
+                    results.append(RunResult(planned.method, planned.n_bits, planned.seed, status,
+                                             dict(claim.run.data.metrics), run_id=claim.run.info.run_id))
+                    say(f"{tag}: identical finished run {claim.run.info.run_id[:8]} reused (--force to redo)"
+                        if status == "REUSED" else
+                        f"{tag}: running elsewhere (run {claim.run.info.run_id[:8]} of another sweep); skipped")
                     continue
-                tracker.log_metrics(run_id, metrics)
-                if history:
-                    tracker.log_history(run_id, history)
-                tracker.log_text(run_id, "pr_curve.csv", curve_csv)
-                tracker.finish(run_id, "FINISHED")
-                results.append(RunResult(name, bits, seed, "FINISHED", metrics, run_id=run_id))
-                say(f"{tag}: fit {metrics['fit_seconds']:.2f} s, encode {metrics['encode_seconds']:.2f} s, "
-                    f"mAP@{prep.protocol.topk} {metrics[f'map_at_{prep.protocol.topk}']:.4f}")
-    n_failed = sum(r.status == "FAILED" for r in results)
-    tracker.log_metrics(parent_id, {"runs_failed": n_failed, "runs_total": total})
-    tracker.finish(parent_id, "FAILED" if n_failed else "FINISHED")
-    return SweepResult(spec, results, prep.protocol.topk, experiment, parent_id, tracker.uri)
+                result = _run_one_recorded(rec, claim.run_id, experiment, parent_id, planned, prep, identity,
+                                           env, code[planned.method][1])
+                results.append(result)
+                if result.status == "FAILED":
+                    say(f"{tag}: FAILED{' (harness error)' if result.failed_in == 'harness' else ''}: "
+                        f"{result.error}")
+                else:
+                    m = result.metrics
+                    say(f"{tag}: fit {m['fit_seconds']:.2f} s, encode {m['encode_seconds']:.2f} s, "
+                        f"mAP@{topk} {m[f'map_at_{topk}']:.4f}")
+            counts = {f"runs_{s.lower()}": float(sum(r.status == s for r in results))
+                      for s in ("FINISHED", "FAILED", "REUSED", "ELSEWHERE")}
+            counts["runs_total"] = float(len(plan.runs))
+            rec.close(parent_id, "FAILED" if counts["runs_failed"] else "FINISHED", counts)
+        except BaseException:
+            # Ctrl-C, SIGTERM or a bug of the harness: nothing stays RUNNING.
+            with shielded():
+                rec.close_all("KILLED")
+            raise
+    return SweepResult(spec, results, topk, experiment, parent_id or "", tracker.uri, plan.table_metric,
+                       spooled=rec.spooled, spool_dir=str(spool.spool_dir(tracker.uri)) if rec.spooled else "")
 
+
+def _run_one_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id: str | None,
+                      planned: PlannedRun, prep: Prepared, identity: record.RunIdentity, env: dict[str, Any],
+                      code_modules: dict[str, str]) -> RunResult:
+    """Record the configuration, train, score, record the results: one FINISHED or FAILED run."""
+    layout = _configuration_layout(planned, prep, identity, env)
+    bundle = RunBundle(experiment=experiment, name=f"{planned.method}-{planned.n_bits}b-s{planned.seed}",
+                       tags=identity.tags(), parent_id=parent_id)
+    bundle.add_layout(layout)
+    bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout)
+    rec.write(run_id, bundle)  # the configuration, visible while the run trains
+
+    def failed(failed_in: str, message: str) -> RunResult:
+        bundle.tags.update({record.TAG_ERROR: message[:5000], record.TAG_FAILED_IN: failed_in})
+        bundle.texts["error.txt"] = traceback.format_exc()
+        bundle.status = "FAILED"
+        rec.write(run_id, bundle)
+        return RunResult(planned.method, planned.n_bits, planned.seed, "FAILED", error=message, run_id=run_id,
+                         failed_in=failed_in)
+
+    try:
+        trained = train_and_encode(planned.cls, planned.params, prep)
+        history = trained.hasher.training_history()
+        resolved, info = trained.hasher.resolved_params(), trained.hasher.run_info()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a method's failure must not end the sweep
+        return failed("method", f"{type(exc).__name__}: {exc}")
+    try:
+        metrics, curve_csv = score(trained, prep)
+        metrics.update(trained.measurements)
+    except Exception as exc:  # noqa: BLE001
+        return failed("harness", f"harness error while scoring {planned.method}'s codes (a hashbench bug, "
+                                 f"not the method's): {type(exc).__name__}: {exc}")
+    try:
+        layout.add_params("resolved", resolved)
+        layout.add_facts("info", info)
+        for key, value in metrics.items():
+            layout.add_metric("", key, value)
+        history_keys = layout.history_keys(history)
+    except record.RecordError as exc:
+        return failed("record", f"cannot record {planned.method}'s values: {exc}")
+    bundle.add_layout(layout)
+    bundle.history = {history_keys[name]: [float(v) for v in values] for name, values in history.items()}
+    bundle.texts["pr_curve.csv"] = curve_csv
+    bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout,
+                                                  trained.hasher)
+    if run_id:
+        rec.done[run_id].discard("a:run_config.json")  # rewritten with what fitting resolved
+    bundle.status = "FINISHED"
+    rec.write(run_id, bundle)
+    return RunResult(planned.method, planned.n_bits, planned.seed, "FINISHED", dict(layout.metrics), run_id=run_id)

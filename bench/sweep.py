@@ -1,4 +1,10 @@
-"""A sweep declared as data: which methods, on which data and protocol, at which bits and seeds."""
+"""A sweep declared as data, and its validation before anything runs.
+
+`SweepSpec` says which methods, on which data and protocol, at which bits and seeds. `validate` checks
+all of it against the methods' declared parameter constraints, the dataset's loader, protocol, feature
+extractor and side inputs, and the table metric, and returns the `Plan` the runner executes: every
+mistake a user can make in a command is found here, before data is loaded or anything is recorded.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench import metrics
 from bench.errors import UsageError
 
 MAX_BITS = 1024
@@ -13,6 +20,18 @@ MAX_BITS = 1024
 
 @dataclass(frozen=True)
 class SweepSpec:
+    """One sweep: every (method, bits, seed) of ``methods`` x ``bits`` x ``seeds`` on one dataset/protocol.
+
+    ``overrides`` holds hyper-parameters per method (``{"lagnh": {"epochs": 50}}``), ``data_options``
+    the loader's options, ``feature_options`` the extractor's settings, ``side_options`` settings per
+    side input (``{"tags": {"k": 5}}``). ``table_metric`` is the metric of the printed table (None: mAP@K
+    of the protocol). ``allow_query_overlap`` evaluates queries that are also database or training
+    items (refused by default). ``force`` redoes runs that already finished.
+
+    Raises `UsageError` for an empty method list, bits outside 1..1024, negative seeds, or overrides
+    of methods that are not in the sweep.
+    """
+
     methods: tuple[str, ...]
     dataset: str = "fashion-mnist"
     bits: tuple[int, ...] = (16, 32, 64, 128)
@@ -21,26 +40,30 @@ class SweepSpec:
     features: str | None = None
     data_root: str | None = None
     allow_pickle: bool = False
-    # loader options by name, e.g. {"image_root": "/data/nus/images"} for list-file datasets
     data_options: dict[str, Any] = field(default_factory=dict)
     force: bool = False
-    # per-method hyper-parameter overrides: {"lagnh": {"epochs": 50}}
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # settings of side inputs by input name: {"tags": {"tag_model": "efficientnet-lite2", "k": 10}}
     side_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # settings of the feature extractor: {"input_size": 128}
     feature_options: dict[str, Any] = field(default_factory=dict)
+    table_metric: str | None = None
+    allow_query_overlap: bool = False
 
     def __post_init__(self):
         if not self.methods:
             raise UsageError("no method given: pass --methods, e.g. --methods itq,sh (see `python -m bench list`)")
+        if not self.bits:
+            raise UsageError("no code length given: pass --bits, e.g. --bits 16,32,64")
         bad = [b for b in self.bits if not 1 <= b <= MAX_BITS]
         if bad:
             raise UsageError(f"bits must be in 1..{MAX_BITS}, got {bad}")
-        if not self.bits:
-            raise UsageError("no code length given: pass --bits, e.g. --bits 16,32,64")
         if not self.seeds:
             raise UsageError("no seed given: pass --seeds, e.g. --seeds 0,1,2")
+        negative = [s for s in self.seeds if s < 0]
+        if negative:
+            raise UsageError(f"seeds must be integers >= 0, got {negative}")
+        duplicates = sorted({m for m in self.methods if self.methods.count(m) > 1})
+        if duplicates:
+            raise UsageError(f"--methods names {duplicates} more than once")
         unknown = sorted(set(self.overrides) - set(self.methods))
         if unknown:
             raise UsageError(f"--param names method(s) {unknown} that are not in --methods {list(self.methods)}")
@@ -50,6 +73,91 @@ class SweepSpec:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (method, bits, seed) of a sweep with its hyper-parameters as given (``get_params()``)."""
+
+    method: str
+    cls: type
+    n_bits: int
+    seed: int
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated sweep: the runs in order, the protocol, the side inputs the methods need (and those
+    only their ``fit`` needs) and the table metric."""
+
+    spec: SweepSpec
+    runs: tuple[PlannedRun, ...]
+    protocol: Any
+    side_inputs: tuple[str, ...]
+    fit_only_side_inputs: tuple[str, ...]
+    table_metric: str
+
+    @property
+    def classes(self) -> dict[str, type]:
+        return {r.method: r.cls for r in self.runs}
+
+
+def side_inputs_needed(classes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every side input the methods need, those only their ``fit`` needs), each once, in order."""
+    side = tuple(dict.fromkeys(s for c in classes for s in c.side_inputs))
+    fit_only = tuple(dict.fromkeys(s for c in classes for s in c.fit_only_side_inputs
+                                   if all(s in k.fit_only_side_inputs for k in classes if s in k.side_inputs)))
+    return side, fit_only
+
+
+def validate(spec: SweepSpec) -> Plan:
+    """Check everything a sweep needs that can be checked without data, in the order a user reads a
+    command: methods and their parameter values (each (method, bits, seed) against the constraints
+    the method declares), the dataset's loader options, the protocol, the extractor and side-input
+    settings, the table metric.
+
+    Raises `UsageError`, `methods.InputError`, `methods.UnknownMethodError` or `datasets.DataError`
+    with one line; returns the `Plan`.
+    """
+    from datasets import get_protocol
+    from datasets.features import check_settings
+    from datasets.registry import check_loader_options
+    from methods import get_method
+
+    classes = {name: get_method(name) for name in spec.methods}
+    runs = []
+    for name, cls in classes.items():
+        given = spec.overrides.get(name, {})
+        for key in ("n_bits", "seed"):
+            if key in given:
+                raise UsageError(f"--param {name}.{key} is set by --bits/--seeds, not by --param")
+        for bits in spec.bits:
+            for seed in spec.seeds:
+                try:
+                    hasher = cls(n_bits=bits, seed=seed, **given)
+                except TypeError as exc:
+                    raise UsageError(f"bad --param for {name}: {exc}") from None
+                hasher.validate_params()
+                runs.append(PlannedRun(name, cls, bits, seed, hasher.get_params()))
+    side, fit_only = side_inputs_needed(classes.values())
+    options = dict(spec.data_options)
+    if spec.allow_pickle:
+        options["allow_pickle"] = True
+    check_loader_options(spec.dataset, spec.data_root, options)
+    protocol = get_protocol(spec.dataset, spec.protocol)
+    unused = sorted(set(spec.side_options) - set(side))
+    if unused:
+        raise UsageError(f"--side-option names {unused}, which no chosen method uses "
+                         f"(side inputs used: {list(side) or 'none'})")
+    check_settings(spec.dataset, spec.features, dict(spec.feature_options),
+                   {name: dict(spec.side_options.get(name, {})) for name in side})
+    table_metric = spec.table_metric or metrics.default_metric(protocol.topk)
+    known = metrics.run_metrics(protocol.topk)
+    if table_metric not in known:
+        raise UsageError(f"unknown metric {table_metric!r} for --metric; a run of protocol "
+                         f"{protocol.name!r} records: {', '.join(known)}")
+    return Plan(spec, tuple(runs), protocol, side, fit_only, table_metric)
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:

@@ -3,24 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-METRIC_LABELS = {
-    "map_tie_aware": "tie-aware mAP",
-    "map_all": "mAP@all",
-    "precision_r2": "P@r<=2",
-    "recall_r2": "R@r<=2",
-    "fit_seconds": "training time (s)",
-    "encode_seconds": "encoding time (s)",
-    "n_parameters": "parameters",
-}
-
-
-def metric_label(metric: str) -> str:
-    if metric.startswith("map_at_"):
-        return f"mAP@{metric[len('map_at_'):]}"
-    if metric.startswith("precision_at_"):
-        return f"P@{metric[len('precision_at_'):]}"
-    return METRIC_LABELS.get(metric, metric)
-
+from bench import metrics
 
 def summarise(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean, std and count of ``metric`` per (method, n_bits); ``runs`` has one row per run."""
@@ -43,12 +26,12 @@ def pivot(runs: pd.DataFrame, metric: str, *, method_order: list[str] | None = N
     """Methods x bits table of formatted ``mean ± std`` strings; the best mean per column is marked."""
     stats = summarise(runs, metric)
     if digits is None:
-        digits = 4 if metric.startswith(("map", "precision", "recall")) else 2
+        digits = metrics.digits(metric)
     order = [m for m in (method_order or []) if m in set(stats["method"])]
     order += sorted(set(stats["method"]) - set(order))
     bits = sorted(stats["n_bits"].unique())
     table = pd.DataFrame(index=order, columns=[f"{b} bits" for b in bits], dtype=object)
-    higher_is_better = metric.startswith(("map", "precision", "recall"))
+    higher_is_better = metrics.higher_is_better(metric) is True
     for b in bits:
         col = stats[stats["n_bits"] == b]
         best = (col["mean"].max() if higher_is_better else None)
@@ -110,4 +93,4 @@ FORMATS = {"text": to_text, "markdown": to_markdown, "latex": to_latex}
 
 def render(runs: pd.DataFrame, metric: str, fmt: str = "text", *, title: str = "",
            method_order: list[str] | None = None) -> str:
-    return FORMATS[fmt](pivot(runs, metric, method_order=method_order), title or metric_label(metric))
+    return FORMATS[fmt](pivot(runs, metric, method_order=method_order), title or metrics.label(metric))

@@ -396,8 +396,9 @@ def split_digest(split: Split, data: Dataset) -> str:
 
     * pre-extracted features (``data.features`` set): the feature rows (dtype, shape, bytes);
     * images in memory (``data.images`` a numpy array): the image bytes (dtype, shape, bytes);
-    * list files (``data.images`` an `ImageFiles` reader): the normalised image paths, plus
-      ``data.fingerprint`` (the lists' sha256 and the image folder) once; no image is decoded;
+    * list files (``data.images`` an `ImageFiles` reader): the normalised image paths as the lists give
+      them (relative to the image folder, so the same lists in another folder give the same digest: a
+      split digest never depends on where files sit); no image is decoded;
     * any other image sequence: every selected image, read and hashed (dtype, shape, bytes);
     * no images and no features: indices and labels only.
 
@@ -424,8 +425,6 @@ def split_digest(split: Split, data: Dataset) -> str:
     else:
         kind, content = "none", None
     h.update(f"|items:{kind}|".encode())
-    if kind == "paths":
-        h.update(f"fingerprint:{len(data.fingerprint)}:{data.fingerprint}|".encode())
     labels = np.asarray(data.labels)
     for name in SPLIT_NAMES:
         rows = _as_index(getattr(split, name), n, f"the split's {name} indices")

@@ -289,7 +289,13 @@ def test_the_standard_lists_have_no_overlap_and_a_content_digest(listset, monkey
     real_open = Image.open
     monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
     digest = split_digest(split, data)
-    assert opened == []  # paths and the lists' fingerprint, no image decoded
+    assert opened == []  # paths as the lists give them, no image decoded
+    # the same lists and images in another folder: the same split (a digest never depends on where files sit)
+    import shutil
+
+    moved = shutil.copytree(listset, listset.parent / "moved")
+    elsewhere = load_dataset("listfile", data_root=str(moved))
+    assert split_digest(make_split(get_protocol("listfile"), elsewhere), elsewhere) == digest
     # same sizes, same labels line by line, other images (two paths swapped): the same indices, another digest
     _write_lists(listset, paths=[PATHS[1], PATHS[0]] + PATHS[2:])
     other = load_dataset("listfile", data_root=str(listset))
