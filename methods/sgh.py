@@ -58,12 +58,15 @@ from typing import Any
 import numpy as np
 
 from methods._affine import affine
-from methods.base import Hasher, InputError
+from methods.base import Hasher
+from methods.constraints import TORCH_SEED_MAX, DeviceName, Integral, Interval, Real, StrOptions
 from methods.registry import register_method
 
 # The authors' demo: 5,000 iterations and a halving every 2,000, batches of 500, MNIST's 60,000 rows.
 DEMO_EPOCHS = 5000 * 500 / 60000
 DEMO_HALVE_EVERY_EPOCHS = 2000 * 500 / 60000
+# How ξ is drawn while training (the module docstring); `methods.sgh_model` reads it from here.
+XI_MODES = ("stochastic", "deterministic")
 
 
 def iterations_for(epochs: float, n_rows: int, batch_size: int) -> int:
@@ -108,6 +111,18 @@ class SGH(Hasher):
         "(code: github.com/doubling/Stochastic_Generative_Hashing)"
     )
     conformance_params = {"epochs": 10.0, "halve_every_epochs": 4.0}
+    _parameter_constraints = {
+        "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],
+        "xi": [StrOptions(set(XI_MODES))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Real, 0, None, closed="neither")],
+        "halve_every_epochs": [Interval(Real, 0, None, closed="neither"), None],
+        "standardize": ["boolean"],
+        "device": [DeviceName()],
+    }
 
     def __init__(
         self,
@@ -135,25 +150,7 @@ class SGH(Hasher):
         self.standardize = standardize
         self.device = device
 
-    def _check_hyper(self) -> None:
-        from methods.sgh_model import XI_MODES  # cheap: fit imports torch anyway
-
-        if self.xi not in XI_MODES:
-            raise InputError(f"xi must be one of {XI_MODES}, got {self.xi!r}")
-        for key in ("alpha", "beta"):
-            if not np.isfinite(getattr(self, key)) or getattr(self, key) < 0:
-                raise InputError(f"{key} must be a finite number >= 0, got {getattr(self, key)!r}")
-        if not np.isfinite(self.lr) or self.lr <= 0:
-            raise InputError(f"lr must be > 0, got {self.lr!r}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if not np.isfinite(self.epochs) or self.epochs <= 0:
-            raise InputError(f"epochs must be > 0, got {self.epochs!r}")
-        if self.halve_every_epochs is not None and not self.halve_every_epochs > 0:
-            raise InputError(f"halve_every_epochs must be > 0 or None, got {self.halve_every_epochs!r}")
-
     def _fit(self, X: np.ndarray) -> None:
-        self._check_hyper()
         from methods.sgh_model import train_sgh
 
         n = X.shape[0]
