@@ -15,6 +15,9 @@ Contract (scikit-learn's estimator rules, faiss's code layout):
 * ``encode(X, **side)`` packs ``z >= 0`` into ``uint8`` of shape ``(n, ceil(n_bits / 8))``, bit ``j``
   of a row in byte ``j // 8`` at position ``j % 8`` (little bit order), padding bits zero.
 * ``n_parameters()`` counts what must be stored to encode (projections, rotations, weights).
+* ``resolved_params()`` gives the hyper-parameter values a fit actually used where the method derives
+  them (LAGNH's schedule preset, a device chosen by ``"auto"``); ``run_info()`` gives facts about the
+  fitted model that are not hyper-parameter values.
 
 A method never evaluates itself: the harness times it and scores its codes.
 """
@@ -302,9 +305,26 @@ class Hasher:
         """
         return dict(getattr(self, "history_", {}) or {})
 
+    def resolved_params(self) -> dict[str, Any]:
+        """Hyper-parameter values as a fit actually used them, where the method derives them from what
+        it was given: a preset's values for parameters left as None, a count capped at the training
+        size, the device ``"auto"`` chose, iteration counts derived from passes over the data. Keys
+        are the hyper-parameter's name when the value replaces it (LAGNH's ``epochs``, ``n_anchors``,
+        ``device``), else a name of its own (SGH's ``iterations``); values are Python scalars,
+        strings or None. Methods store them in the fitted attribute ``resolved_params_``; default:
+        none (``{}``).
+
+        Raises:
+            NotFittedError: before ``fit``.
+        """
+        self._check_fitted()
+        return dict(getattr(self, "resolved_params_", {}) or {})
+
     def run_info(self) -> dict[str, Any]:
-        """Scalar facts about the fitted model the harness logs beside ``n_parameters`` (e.g.
-        ``backbone_parameters``, the count of a frozen feature extractor). Default: none."""
+        """Facts about the fitted model that are not hyper-parameter values, which the harness logs
+        beside ``n_parameters`` (e.g. ``epochs_run``, ``discriminator_parameters``, the count of a
+        frozen feature extractor). Never repeats a hyper-parameter or a `resolved_params` value under
+        its name. Default: none."""
         return {}
 
     # ----------------------------------------------------------------- to implement

@@ -103,7 +103,8 @@ class DeepBit(Hasher):
 
     Fitted attributes: ``weight_`` (d, r), ``bias_`` (r,), ``threshold_`` (r,), ``n_iter_``
     (stage-1 and stage-2 iterations), ``history_`` (per-pass ``loss``, ``quantization``,
-    ``balance``, ``rotation``, ``stage``, ``lr``).
+    ``balance``, ``rotation``, ``stage``, ``lr``), ``resolved_params_`` (see `resolved_params`: per
+    stage the ``iterations``, ``step_iterations`` and images per batch, and the ``device``).
     """
 
     name = "deepbit"
@@ -210,8 +211,10 @@ class DeepBit(Hasher):
     def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:
         n, d = X.shape
         views = self._check_views(side["views"], n, d)
+        from methods._torch_device import resolve_device
         from methods.deepbit_model import train_deepbit
 
+        device = str(resolve_device(self.device))
         batch1 = int(self.batch_size)
         batch2 = max(1, int(self.stage2_batch_pairs) // (len(self.view_angles) + 1))
         stage1_iter = iterations_for(self.stage1_epochs, n, batch1) if self.stage1_epochs > 0 else 0
@@ -234,7 +237,7 @@ class DeepBit(Hasher):
             stage1=(float(self.stage1_lr), batch1, stage1_iter, stage1_step),
             stage2=(float(self.stage2_lr), batch2, stage2_iter, stage2_step),
             seed=int(self.seed),
-            device=self.device,
+            device=device,
         )
         weight, bias = fitted.weight.astype(np.float64), fitted.bias.astype(np.float64)
         F = head_outputs(X, weight, bias, self.activation)
@@ -247,6 +250,14 @@ class DeepBit(Hasher):
         self.weight_, self.bias_, self.threshold_ = weight, bias, threshold
         self.n_iter_ = fitted.iterations
         self.history_ = fitted.history
+        self.resolved_params_ = {
+            "stage1_iterations": stage1_iter,
+            "stage1_step_iterations": stage1_step,
+            "stage2_iterations": stage2_iter,
+            "stage2_step_iterations": stage2_step,
+            "stage2_images_per_batch": batch2,
+            "device": device,
+        }
 
     def _project(self, X: np.ndarray, **side: np.ndarray) -> np.ndarray:
         # Views are accepted (the harness may pass every side input) but a code needs only X.
@@ -261,9 +272,4 @@ class DeepBit(Hasher):
 
     def run_info(self) -> dict[str, Any]:
         self._check_fitted()
-        return {
-            "loss_impl": "paper-autograd",
-            "stage1_iterations": int(self.n_iter_[0]),
-            "stage2_iterations": int(self.n_iter_[1]),
-            "threshold_value": float(self.threshold_.mean()),
-        }
+        return {"loss_impl": "paper-autograd", "threshold_value": float(self.threshold_.mean())}

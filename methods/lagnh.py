@@ -143,7 +143,9 @@ class LAGNH(Hasher):
 
     Fitted attributes: ``net_`` (the trained encoder, CPU), ``anchor_features_`` / ``anchor_tags_``,
     ``n_tags_``, ``history_`` (per-epoch ``loss_d``, ``loss_g``, ``loss_adv``, ``loss_quant``,
-    ``loss_cls``, ``loss_rec``, ``graph_offdiag_mean``, ``graph_self_weight``), ``fit_info_``.
+    ``loss_cls``, ``loss_rec``, ``graph_offdiag_mean``, ``graph_self_weight``), ``fit_info_``
+    (``epochs_run``, ``discriminator_parameters``), ``resolved_params_`` (see `resolved_params`: the
+    schedule as used, the number of anchors drawn and the device).
     """
 
     name = "lagnh"
@@ -326,7 +328,8 @@ class LAGNH(Hasher):
         self.anchor_features_ = np.array(X[idx], dtype=np.float32)
         self.anchor_tags_ = None if P is None else P[idx].copy()
         self.history_ = history
-        self.fit_info_ = {**sched, **info, "n_anchors": m, "device": str(device)}
+        self.fit_info_ = info
+        self.resolved_params_ = {**sched, "n_anchors": m, "device": str(device)}
 
     def _project(self, X: np.ndarray, **side: np.ndarray) -> np.ndarray:
         from methods import lagnh_model
@@ -356,7 +359,10 @@ class LAGNH(Hasher):
         return int(sum(p.numel() for p in self.net_.parameters()))
 
     def run_info(self) -> dict[str, Any]:
-        """Resolved schedule, epochs run, discriminator size, stored anchor values, last graph statistics."""
+        """Epochs run (early stopping), discriminator size, stored anchor values (0 in transductive
+        mode), the last epoch's graph statistics, and ``rec_target_used`` where the ablation replaces
+        ``rec_target`` (``"features"`` for ``lagnh-noaux``). The schedule, anchors and device as used
+        are in `resolved_params`."""
         if not self.is_fitted():
             return {}
         info = dict(self.fit_info_)
@@ -365,8 +371,8 @@ class LAGNH(Hasher):
             int(self.anchor_features_.size + (0 if self.anchor_tags_ is None else self.anchor_tags_.size))
             if anchored else 0
         )
-        info["encode_mode"] = self.encode_mode
-        info["rec_target"] = self.rec_target if self._uses_tags else "features"
+        if not self._uses_tags:
+            info["rec_target_used"] = "features"
         for key in ("graph_offdiag_mean", "graph_self_weight"):
             if self.history_.get(key):
                 info[key] = self.history_[key][-1]

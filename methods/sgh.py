@@ -101,7 +101,9 @@ class SGH(Hasher):
     Fitted attributes: ``projection_`` (d, r) and ``offset_`` (r,) (the encoder in input units),
     ``decoder_`` (r, d), ``decoder_scale_`` (d,), ``decoder_shift_`` (d,) (the generative model, in
     standardised units; not needed to encode), ``input_mean_``, ``input_std_`` (d,) or None,
-    ``n_iter_``, ``history_`` (per-epoch ``loss``, ``reconstruction``, ``encoder_ce``, ``lr``).
+    ``n_iter_``, ``history_`` (per-epoch ``loss``, ``reconstruction``, ``encoder_ce``, ``lr``),
+    ``resolved_params_`` (see `resolved_params`: ``iterations``, ``halve_every_iterations`` (None for a
+    constant rate), ``device``).
     """
 
     name = "sgh"
@@ -151,8 +153,10 @@ class SGH(Hasher):
         self.device = device
 
     def _fit(self, X: np.ndarray) -> None:
+        from methods._torch_device import resolve_device
         from methods.sgh_model import train_sgh
 
+        device = str(resolve_device(self.device))
         n = X.shape[0]
         if self.standardize:
             mean, std = standardisation(X)
@@ -177,7 +181,7 @@ class SGH(Hasher):
             n_iter=n_iter,
             halve_every=halve_every,
             seed=int(self.seed),
-            device=self.device,
+            device=device,
         )
         weight = fitted.weight.astype(np.float64)
         bias = fitted.bias.astype(np.float64)
@@ -192,6 +196,7 @@ class SGH(Hasher):
         self.input_mean_, self.input_std_ = mean, std
         self.n_iter_ = n_iter
         self.history_ = fitted.history
+        self.resolved_params_ = {"iterations": n_iter, "halve_every_iterations": halve_every, "device": device}
 
     def _project(self, X: np.ndarray) -> np.ndarray:
         return affine(X, self.projection_, self.offset_)
@@ -204,7 +209,4 @@ class SGH(Hasher):
 
     def run_info(self) -> dict[str, Any]:
         self._check_fitted()
-        return {
-            "decoder_parameters": int(self.decoder_.size + self.decoder_scale_.size + self.decoder_shift_.size),
-            "iterations": int(self.n_iter_),
-        }
+        return {"decoder_parameters": int(self.decoder_.size + self.decoder_scale_.size + self.decoder_shift_.size)}

@@ -31,7 +31,6 @@ learner; the project's "graph" family is for methods that learn with a graph net
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -167,7 +166,8 @@ class ScalableGraphHashing(Hasher):
 
     Fitted attributes: ``anchors_`` (m, d) in input units, ``bandwidth_`` (δ in input units²),
     ``kernel_mean_`` (m,), ``projection_`` (m, n_bits), ``history_`` (``loss`` after each bit update,
-    see `sequential_bits`).
+    see `sequential_bits`), ``resolved_params_`` (``n_anchors``: the anchors used, at most the
+    number of training rows).
     """
 
     name = "sgh-graph"
@@ -228,6 +228,7 @@ class ScalableGraphHashing(Hasher):
         self.kernel_mean_ = kernel_mean
         self.projection_ = W
         self.history_ = {"loss": losses}
+        self.resolved_params_ = {"n_anchors": m}
 
     def _project(self, X: np.ndarray) -> np.ndarray:
         out = np.empty((X.shape[0], int(self.n_bits)))
@@ -241,7 +242,3 @@ class ScalableGraphHashing(Hasher):
         """Anchors (m × d), the bandwidth (1), the kernel mean (m) and the projection (m × n_bits)."""
         self._check_fitted()
         return int(self.anchors_.size + 1 + self.kernel_mean_.size + self.projection_.size)
-
-    def run_info(self) -> dict[str, Any]:
-        self._check_fitted()
-        return {"anchors": int(self.anchors_.shape[0])}

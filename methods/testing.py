@@ -224,12 +224,14 @@ def check_parameter_constraints(case: Case) -> None:
 
 
 def check_not_fitted(case: Case) -> None:
-    """``encode``, ``project`` and ``n_parameters`` before ``fit`` raise `NotFittedError` that says to fit."""
+    """``encode``, ``project``, ``n_parameters`` and ``resolved_params`` before ``fit`` raise
+    `NotFittedError` (the first one's message says to fit)."""
     est = case.new()
     exc = _expect_error(NotFittedError, "encode before fit", lambda: est.encode(case.X, **case.side))
     assert "fit" in str(exc), f"the NotFittedError message should tell to call fit: {exc}"
     _expect_error(NotFittedError, "project before fit", lambda: est.project(case.X, **case.side))
     _expect_error(NotFittedError, "n_parameters before fit", est.n_parameters)
+    _expect_error(NotFittedError, "resolved_params before fit", est.resolved_params)
 
 
 def check_fit_returns_self(case: Case) -> None:
@@ -393,6 +395,21 @@ def check_n_parameters(case: Case) -> None:
     assert count > 0, f"n_parameters() returned {count}"
 
 
+def check_run_info(case: Case) -> None:
+    """After ``fit``, ``run_info()`` and ``resolved_params()`` are dicts keyed by names, and
+    ``run_info()`` repeats no hyper-parameter and no resolved value under its name."""
+    est, _ = case.fitted()
+    info, resolved = est.run_info(), est.resolved_params()
+    for what, value in (("run_info()", info), ("resolved_params()", resolved)):
+        assert isinstance(value, dict), f"{what} returned {type(value).__name__}, not a dict"
+        assert all(isinstance(k, str) for k in value), f"{what} has keys that are not strings: {sorted(map(repr, value))}"
+    repeated = sorted(set(info) & (set(est.get_params()) | set(resolved)))
+    assert not repeated, (
+        f"run_info() repeats {repeated}: hyper-parameters belong to get_params(), values derived from them "
+        "to resolved_params()"
+    )
+
+
 CHECKS: dict[str, Callable[[Case], None]] = {
     fn.__name__.removeprefix("check_"): fn
     for fn in (
@@ -414,6 +431,7 @@ CHECKS: dict[str, Callable[[Case], None]] = {
         check_invalid_n_bits,
         check_fit_validates_params,
         check_n_parameters,
+        check_run_info,
     )
 }
 

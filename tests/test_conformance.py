@@ -133,6 +133,11 @@ class AcceptsZeroBits(LSH):
     _parameter_constraints = {"n_bits": [Interval(Integral, 0, 1024, closed="both")]}
 
 
+class RepeatsParams(LSH):
+    def run_info(self):
+        return {"n_bits": self.n_bits}
+
+
 @pytest.mark.parametrize(
     "cls, check, kwargs",
     [
@@ -152,6 +157,7 @@ class AcceptsZeroBits(LSH):
         (FitSkipsValidation, "fit_validates_params", {}),
         (ValidatesAfterWork, "fit_validates_params", {}),
         (AcceptsZeroBits, "invalid_n_bits", {}),
+        (RepeatsParams, "run_info", {}),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )
@@ -165,7 +171,7 @@ def test_broken_hasher_fails_its_check(cls, check, kwargs):
 def test_mutants_break_only_their_own_rule():
     """Each new mutant passes the checks it is not meant to fail (so its check is what catches it)."""
     for cls, check in [(StaleConstraint, "fit_validates_params"), (FitSkipsValidation, "parameter_constraints"),
-                       (AcceptsZeroBits, "fit_validates_params")]:
+                       (AcceptsZeroBits, "fit_validates_params"), (RepeatsParams, "parameter_constraints")]:
         run_check(cls, check)
 
 
