@@ -274,14 +274,12 @@ class LAGNH(Hasher):
                 f"{self.name}: tag_graph_weight must be 0 (this ablation uses no tags), got {self.tag_graph_weight!r}"
             )
         # The preset fills what was left as None; its values must pass the constraints a given value passes.
-        constraints = type(self)._parameter_constraints
-        for key, value in self._schedule().items():
-            if getattr(self, key) is None and not any(
-                make_constraint(c).is_satisfied_by(value) for c in constraints[key] if c is not None
-            ):
+        for key, value in SCHEDULES[self.schedule].items():
+            allowed = [c for c in type(self)._parameter_constraints[key] if c is not None]
+            if getattr(self, key) is None and not any(make_constraint(c).is_satisfied_by(value) for c in allowed):
                 raise InputError(
                     f"{self.name}: the {self.schedule!r} schedule sets {key}={value!r}, which must be "
-                    f"{describe_constraints([c for c in constraints[key] if c is not None])}"
+                    f"{describe_constraints(allowed)}"
                 )
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:

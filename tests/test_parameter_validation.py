@@ -252,6 +252,9 @@ def test_schedule_preset_values_pass_the_declared_constraints(monkeypatch):
     with pytest.raises(InputError, match=r"^lagnh: the 'fast' schedule sets batch_size=0, which must be an int"):
         LAGNH(16).validate_params()
     LAGNH(16, batch_size=64).validate_params()  # a given value replaces the preset's
+    monkeypatch.setitem(lagnh.SCHEDULES["authors"], "epochs", 2.5)  # checked as written, not as int() makes it
+    with pytest.raises(InputError, match=r"^lagnh: the 'authors' schedule sets epochs=2\.5"):
+        LAGNH(16, schedule="authors").validate_params()
 
 
 def test_resolved_schedule_validates():
