@@ -2,7 +2,11 @@
 
 Contract (scikit-learn's estimator rules, faiss's code layout):
 
-* ``__init__(n_bits, *, seed=0, **hyper)`` stores its arguments and does nothing else.
+* ``__init__(n_bits, *, seed=0, <hyper-parameters>)`` stores its arguments under their own names and
+  does nothing else. Hyper-parameters are explicit keyword-only arguments (no ``**kwargs``), each with
+  a constraint in ``_parameter_constraints`` (scikit-learn's format, see `methods.constraints`).
+* ``validate_params()`` checks the hyper-parameter values without data (declared constraints, then
+  the method's cross-parameter rules) and raises `InputError`; ``fit`` calls it before any work.
 * ``fit(X, **side) -> self`` learns from the training features ``X`` (float, shape ``(n, d)``) and
   the side inputs the method declares (``tags=``, ``views=`` ...). Learned state lives in attributes
   whose names end in ``_``; their presence is what "fitted" means.
@@ -11,6 +15,9 @@ Contract (scikit-learn's estimator rules, faiss's code layout):
 * ``encode(X, **side)`` packs ``z >= 0`` into ``uint8`` of shape ``(n, ceil(n_bits / 8))``, bit ``j``
   of a row in byte ``j // 8`` at position ``j % 8`` (little bit order), padding bits zero.
 * ``n_parameters()`` counts what must be stored to encode (projections, rotations, weights).
+* ``resolved_params()`` gives the hyper-parameter values a fit actually used where the method derives
+  them (LAGNH's schedule preset, a device chosen by ``"auto"``); ``run_info()`` gives facts about the
+  fitted model that are not hyper-parameter values.
 
 A method never evaluates itself: the harness times it and scores its codes.
 """
@@ -21,6 +28,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from methods.constraints import (
+    Integral,
+    Interval,
+    InvalidParameterError,
+    describe_constraints,
+    make_constraint,
+    validate_parameter_constraints,
+)
+
 FAMILIES = ("shallow", "deep", "graph")
 
 
@@ -30,6 +46,12 @@ class NotFittedError(RuntimeError):
 
 class InputError(ValueError):
     """Inputs a user can get wrong: shapes, dtypes, non-finite values, missing side inputs."""
+
+
+def _one_line_repr(value: Any, limit: int = 80) -> str:
+    # Arrays print over several lines; an error message stays on one.
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def pack_bits(z: np.ndarray) -> np.ndarray:
@@ -78,6 +100,31 @@ class Hasher:
     * ``reference``: the paper the method follows.
     * ``conformance_params``: small hyper-parameters (e.g. few epochs) with which the conformance check
       (`methods.testing`) exercises the method quickly; never used for real runs.
+    * ``_parameter_constraints``: hyper-parameter name -> list of allowed values in scikit-learn's
+      format (a value is valid when it satisfies one of them; vocabulary in `methods.constraints`).
+      A class declares only its own hyper-parameters; when the class is created, those of its bases
+      are merged in (the subclass wins), so ``cls._parameter_constraints`` is always complete. The base
+      declares ``n_bits`` (an int in 1..1024) and ``seed`` (an int >= 0).
+
+    Adding a method::
+
+        from methods.constraints import Integral, Interval
+
+        @register_method
+        class MyHash(Hasher):
+            name = "myhash"
+            reference = "A. Author, The paper, 2024"
+            _parameter_constraints = {"n_iter": [Interval(Integral, 1, None, closed="left")]}
+
+            def __init__(self, n_bits, *, seed=0, n_iter=10):
+                super().__init__(n_bits, seed=seed)
+                self.n_iter = n_iter
+
+            def _check_params(self):  # only rules that tie several parameters together
+                ...
+
+            def _fit(self, X): ...        # learned state in attributes ending in "_"
+            def _project(self, X): ...    # (n, n_bits) real values, bit = value >= 0
     """
 
     name: ClassVar[str] = ""
@@ -87,13 +134,30 @@ class Hasher:
     batch_dependent: ClassVar[bool] = False
     reference: ClassVar[str] = ""
     conformance_params: ClassVar[dict[str, Any]] = {}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_bits": [Interval(Integral, 1, 1024, closed="both")],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+    }
 
-    def __init__(self, n_bits: int, *, seed: int = 0, **hyper: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        merged: dict[str, list[Any]] = {}
+        for klass in reversed(cls.__mro__[1:]):
+            merged.update(vars(klass).get("_parameter_constraints", {}))
+        own = vars(cls).get("_parameter_constraints", {})
+        merged.update(own)
+        for param, constraints in own.items():
+            # A typo in a declaration fails when the module is imported, not in the middle of a sweep.
+            if not isinstance(constraints, list) and constraints != "no_validation":
+                raise TypeError(f"{cls.__name__}._parameter_constraints[{param!r}] must be a list of constraints")
+            if isinstance(constraints, list):
+                for constraint in constraints:
+                    make_constraint(constraint)
+        cls._parameter_constraints = merged
+
+    def __init__(self, n_bits: int, *, seed: int = 0) -> None:
         self.n_bits = n_bits
         self.seed = seed
-        for key, value in hyper.items():
-            setattr(self, key, value)
-        self._extra_params = tuple(hyper)
 
     # ----------------------------------------------------------------- parameters
     @classmethod
@@ -107,8 +171,7 @@ class Hasher:
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters by name, as given to ``__init__`` (run names and MLflow read these)."""
-        names = self._param_names() + list(getattr(self, "_extra_params", ()))
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> "Hasher":
         valid = set(self.get_params())
@@ -121,6 +184,43 @@ class Hasher:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+    def validate_params(self) -> None:
+        """Check the hyper-parameter values, without data and without importing torch.
+
+        Each value of `get_params` is checked against ``_parameter_constraints`` by scikit-learn's
+        ``validate_parameter_constraints``; then `_check_params` applies the method's cross-parameter
+        rules. ``fit`` calls this before any work; the harness calls it before a sweep records anything.
+
+        Raises:
+            InputError: a value is not allowed; one line naming the method, the parameter, the value
+                and what is allowed (``itq: n_iter must be an int in the range [0, inf), got 'abc'``).
+            RuntimeError: a parameter of ``__init__`` has no declared constraint (a bug of the method,
+                not of its caller).
+        """
+        params = self.get_params()
+        constraints = type(self)._parameter_constraints
+        undeclared = [name for name in params if name not in constraints]
+        if undeclared:
+            raise RuntimeError(
+                f"{type(self).__name__} declares no constraint for its parameter(s) {undeclared}; "
+                "add them to its _parameter_constraints"
+            )
+        for name, value in params.items():
+            try:
+                validate_parameter_constraints({name: constraints[name]}, {name: value}, caller_name=self._label())
+            except InvalidParameterError:
+                allowed = describe_constraints(constraints[name])
+                raise InputError(f"{self._label()}: {name} must be {allowed}, got {_one_line_repr(value)}") from None
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Rules that tie several hyper-parameters (or a parameter and the class) together; each value
+        alone has already passed its declared constraints. Raise `InputError` naming the method (see
+        `_label`) and the parameters. Default: none."""
+
+    def _label(self) -> str:
+        return self.name or type(self).__name__
 
     # ----------------------------------------------------------------- fitted state
     def _fitted_attributes(self) -> dict[str, Any]:
@@ -138,10 +238,6 @@ class Hasher:
             )
 
     # ----------------------------------------------------------------- validation
-    def _check_n_bits(self) -> None:
-        if not isinstance(self.n_bits, (int, np.integer)) or not 1 <= int(self.n_bits) <= 1024:
-            raise InputError(f"n_bits must be an integer in 1..1024, got {self.n_bits!r}")
-
     def _check_side(self, n: int, side: dict[str, Any], *, fitting: bool = False) -> dict[str, np.ndarray]:
         required = [s for s in self.side_inputs if fitting or s not in self.fit_only_side_inputs]
         missing = [s for s in required if side.get(s) is None]
@@ -159,8 +255,13 @@ class Hasher:
 
     # ----------------------------------------------------------------- public API
     def fit(self, X: Any, **side: Any) -> "Hasher":
-        """Learn the hash function from training features ``X`` and side inputs; return ``self``."""
-        self._check_n_bits()
+        """Learn the hash function from training features ``X`` and side inputs; return ``self``.
+
+        Raises:
+            InputError: invalid hyper-parameters (checked first, see `validate_params`), features or side
+                inputs.
+        """
+        self.validate_params()
         X = check_features(X)
         side = self._check_side(X.shape[0], side, fitting=True)
         self._fit(X, **side)
@@ -204,9 +305,26 @@ class Hasher:
         """
         return dict(getattr(self, "history_", {}) or {})
 
+    def resolved_params(self) -> dict[str, Any]:
+        """Hyper-parameter values as a fit actually used them, where the method derives them from what
+        it was given: a preset's values for parameters left as None, a count capped at the training
+        size, the device ``"auto"`` chose, iteration counts derived from passes over the data. Keys
+        are the hyper-parameter's name when the value replaces it (LAGNH's ``epochs``, ``n_anchors``,
+        ``device``), else a name of its own (SGH's ``iterations``); values are Python scalars,
+        strings or None. Methods store them in the fitted attribute ``resolved_params_``; default:
+        none (``{}``).
+
+        Raises:
+            NotFittedError: before ``fit``.
+        """
+        self._check_fitted()
+        return dict(getattr(self, "resolved_params_", {}) or {})
+
     def run_info(self) -> dict[str, Any]:
-        """Scalar facts about the fitted model the harness logs beside ``n_parameters`` (e.g.
-        ``backbone_parameters``, the count of a frozen feature extractor). Default: none."""
+        """Facts about the fitted model that are not hyper-parameter values, which the harness logs
+        beside ``n_parameters`` (e.g. ``epochs_run``, ``discriminator_parameters``, the count of a
+        frozen feature extractor). Never repeats a hyper-parameter or a `resolved_params` value under
+        its name. Default: none."""
         return {}
 
     # ----------------------------------------------------------------- to implement

@@ -43,17 +43,28 @@ counts the backbone). Choices and adaptations, each a parameter:
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from methods._affine import affine
 from methods.base import Hasher, InputError
+from methods.constraints import (
+    TORCH_SEED_MAX,
+    DeviceName,
+    FiniteRealSequence,
+    Integral,
+    Interval,
+    Real,
+    StrOptions,
+)
 from methods.registry import register_method
 
 RELEASE_IMAGES = 50000
 THRESHOLD_RULES = ("train-mean", "train-bit-mean")
+# The head's output and the even-distribution term's estimator; `methods.deepbit_model` reads them here.
+ACTIVATIONS = ("sigmoid", "relu")
+BALANCE_ESTIMATORS = ("straight-through", "activation")
 
 
 def iterations_for(epochs: float, n_rows: int, images_per_batch: int) -> int:
@@ -92,7 +103,8 @@ class DeepBit(Hasher):
 
     Fitted attributes: ``weight_`` (d, r), ``bias_`` (r,), ``threshold_`` (r,), ``n_iter_``
     (stage-1 and stage-2 iterations), ``history_`` (per-pass ``loss``, ``quantization``,
-    ``balance``, ``rotation``, ``stage``, ``lr``).
+    ``balance``, ``rotation``, ``stage``, ``lr``), ``resolved_params_`` (see `resolved_params`: per
+    stage the ``iterations``, ``step_iterations`` and images per batch, and the ``device``).
     """
 
     name = "deepbit"
@@ -104,6 +116,30 @@ class DeepBit(Hasher):
         "Neural Networks, CVPR 2016 (code: github.com/kevinlin311tw/cvpr16-deepbit)"
     )
     conformance_params = {"stage1_epochs": 2.0, "stage1_step_epochs": 1.0, "stage2_epochs": 1.0}
+    _parameter_constraints = {
+        "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "threshold": [StrOptions(set(THRESHOLD_RULES)), Interval(Real, None, None, closed="neither")],
+        "balance_estimator": [StrOptions(set(BALANCE_ESTIMATORS))],
+        "view_angles": [FiniteRealSequence()],
+        "angle_scale": [Interval(Real, 0, None, closed="neither")],
+        "quantization_weight": [Interval(Real, 0, None, closed="left")],
+        "balance_weight": [Interval(Real, 0, None, closed="left")],
+        "rotation_weight": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "stage1_lr": [Interval(Real, 0, None, closed="neither")],
+        "stage1_epochs": [Interval(Real, 0, None, closed="left")],
+        "stage1_step_epochs": [Interval(Real, 0, None, closed="neither")],
+        "stage2_batch_pairs": [Interval(Integral, 1, None, closed="left")],
+        "stage2_lr": [Interval(Real, 0, None, closed="neither")],
+        "stage2_epochs": [Interval(Real, 0, None, closed="left")],
+        "stage2_step_epochs": [Interval(Real, 0, None, closed="neither")],
+        "lr_gamma": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, None, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "init_std": [Interval(Real, 0, None, closed="neither")],
+        "device": [DeviceName()],
+    }
 
     def __init__(
         self,
@@ -156,36 +192,6 @@ class DeepBit(Hasher):
         self.device = device
 
     # ----------------------------------------------------------------- validation
-    def _check_hyper(self) -> None:
-        from methods.deepbit_model import ACTIVATIONS, BALANCE_ESTIMATORS
-
-        if self.activation not in ACTIVATIONS:
-            raise InputError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.balance_estimator not in BALANCE_ESTIMATORS:
-            raise InputError(f"balance_estimator must be one of {BALANCE_ESTIMATORS}, got {self.balance_estimator!r}")
-        if not (self.threshold in THRESHOLD_RULES or (
-            isinstance(self.threshold, numbers.Real) and not isinstance(self.threshold, bool)
-            and np.isfinite(self.threshold)
-        )):
-            raise InputError(f"threshold must be one of {THRESHOLD_RULES} or a finite number, got {self.threshold!r}")
-        for key in ("batch_size", "stage2_batch_pairs"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{key} must be a positive integer, got {value!r}")
-        for key in ("stage1_lr", "stage2_lr", "stage1_step_epochs", "stage2_step_epochs", "lr_gamma",
-                    "angle_scale", "init_std"):
-            value = getattr(self, key)
-            if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
-                raise InputError(f"{key} must be a finite number > 0, got {value!r}")
-        for key in ("stage1_epochs", "stage2_epochs", "quantization_weight", "balance_weight",
-                    "rotation_weight", "momentum", "weight_decay"):
-            value = getattr(self, key)
-            if not (isinstance(value, numbers.Real) and np.isfinite(value) and value >= 0):
-                raise InputError(f"{key} must be a finite number >= 0, got {value!r}")
-        angles = np.asarray(self.view_angles, dtype=float)
-        if angles.ndim != 1 or angles.size == 0 or not np.all(np.isfinite(angles)):
-            raise InputError(f"view_angles must be a non-empty sequence of degrees, got {self.view_angles!r}")
-
     def _check_views(self, views: np.ndarray, n: int, d: int) -> np.ndarray:
         n_views = len(self.view_angles)
         if views.ndim != 3 or views.shape[1:] != (n_views, d):
@@ -203,15 +209,18 @@ class DeepBit(Hasher):
 
     # ----------------------------------------------------------------- fit / project
     def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:
-        self._check_hyper()
         n, d = X.shape
         views = self._check_views(side["views"], n, d)
+        from methods._torch_device import resolve_device
         from methods.deepbit_model import train_deepbit
 
+        device = str(resolve_device(self.device))
         batch1 = int(self.batch_size)
         batch2 = max(1, int(self.stage2_batch_pairs) // (len(self.view_angles) + 1))
         stage1_iter = iterations_for(self.stage1_epochs, n, batch1) if self.stage1_epochs > 0 else 0
         stage2_iter = iterations_for(self.stage2_epochs, n, batch2) if self.stage2_epochs > 0 else 0
+        stage1_step = iterations_for(self.stage1_step_epochs, n, batch1)
+        stage2_step = iterations_for(self.stage2_step_epochs, n, batch2)
         fitted = train_deepbit(
             X,
             views,
@@ -225,10 +234,10 @@ class DeepBit(Hasher):
             momentum=float(self.momentum),
             weight_decay=float(self.weight_decay),
             lr_gamma=float(self.lr_gamma),
-            stage1=(float(self.stage1_lr), batch1, stage1_iter, iterations_for(self.stage1_step_epochs, n, batch1)),
-            stage2=(float(self.stage2_lr), batch2, stage2_iter, iterations_for(self.stage2_step_epochs, n, batch2)),
+            stage1=(float(self.stage1_lr), batch1, stage1_iter, stage1_step),
+            stage2=(float(self.stage2_lr), batch2, stage2_iter, stage2_step),
             seed=int(self.seed),
-            device=self.device,
+            device=device,
         )
         weight, bias = fitted.weight.astype(np.float64), fitted.bias.astype(np.float64)
         F = head_outputs(X, weight, bias, self.activation)
@@ -241,6 +250,14 @@ class DeepBit(Hasher):
         self.weight_, self.bias_, self.threshold_ = weight, bias, threshold
         self.n_iter_ = fitted.iterations
         self.history_ = fitted.history
+        self.resolved_params_ = {
+            "stage1_iterations": stage1_iter,
+            "stage1_step_iterations": stage1_step,
+            "stage2_iterations": stage2_iter,
+            "stage2_step_iterations": stage2_step,
+            "stage2_images_per_batch": batch2,
+            "device": device,
+        }
 
     def _project(self, X: np.ndarray, **side: np.ndarray) -> np.ndarray:
         # Views are accepted (the harness may pass every side input) but a code needs only X.
@@ -255,9 +272,4 @@ class DeepBit(Hasher):
 
     def run_info(self) -> dict[str, Any]:
         self._check_fitted()
-        return {
-            "loss_impl": "paper-autograd",
-            "stage1_iterations": int(self.n_iter_[0]),
-            "stage2_iterations": int(self.n_iter_[1]),
-            "threshold_value": float(self.threshold_.mean()),
-        }
+        return {"loss_impl": "paper-autograd", "threshold_value": float(self.threshold_.mean())}

@@ -33,9 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from methods._torch_device import cpu_generator, resolve_device
-
-ACTIVATIONS = ("sigmoid", "relu")
-BALANCE_ESTIMATORS = ("straight-through", "activation")
+from methods.deepbit import ACTIVATIONS, BALANCE_ESTIMATORS
 
 
 class DeepBitHead(nn.Module):

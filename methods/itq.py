@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from methods._linear import check_pca_bits, fit_pca, project_centred
-from methods.base import Hasher, InputError
+from methods.base import Hasher
+from methods.constraints import Integral, Interval
 from methods.registry import register_method
 
 
@@ -84,14 +85,13 @@ class ITQ(Hasher):
         "Y. Gong, S. Lazebnik, Iterative quantization: A procrustean approach to learning binary codes, "
         "CVPR 2011; Y. Gong, S. Lazebnik, A. Gordo, F. Perronnin, TPAMI 35(12), 2013"
     )
+    _parameter_constraints = {"n_iter": [Interval(Integral, 0, None, closed="left")]}
 
     def __init__(self, n_bits: int, *, seed: int = 0, n_iter: int = 50) -> None:
         super().__init__(n_bits, seed=seed)
         self.n_iter = n_iter
 
     def _fit(self, X: np.ndarray) -> None:
-        if not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 0:
-            raise InputError(f"n_iter must be a non-negative integer, got {self.n_iter!r}")
         check_pca_bits(self.name, int(self.n_bits), X.shape[1])
         mean, components, _ = fit_pca(X, int(self.n_bits))
         V = project_centred(X, mean, components)

@@ -65,6 +65,16 @@ from typing import Any
 import numpy as np
 
 from methods.base import Hasher, InputError
+from methods.constraints import (
+    TORCH_SEED_MAX,
+    DeviceName,
+    Integral,
+    Interval,
+    Real,
+    StrOptions,
+    describe_constraints,
+    make_constraint,
+)
 from methods.registry import register_method
 
 # Preset training schedules; a preset fills the schedule hyper-parameters left as None.
@@ -133,7 +143,9 @@ class LAGNH(Hasher):
 
     Fitted attributes: ``net_`` (the trained encoder, CPU), ``anchor_features_`` / ``anchor_tags_``,
     ``n_tags_``, ``history_`` (per-epoch ``loss_d``, ``loss_g``, ``loss_adv``, ``loss_quant``,
-    ``loss_cls``, ``loss_rec``, ``graph_offdiag_mean``, ``graph_self_weight``), ``fit_info_``.
+    ``loss_cls``, ``loss_rec``, ``graph_offdiag_mean``, ``graph_self_weight``), ``fit_info_``
+    (``epochs_run``, ``discriminator_parameters``), ``resolved_params_`` (see `resolved_params`: the
+    schedule as used, the number of anchors drawn and the device).
     """
 
     name = "lagnh"
@@ -147,6 +159,34 @@ class LAGNH(Hasher):
     # Small settings for methods.testing's conformance checks.
     conformance_params = {
         "epochs": 2, "batch_size": 150, "g_steps": 1, "hidden": 32, "embed_dim": 16, "n_anchors": 40, "device": "cpu",
+    }
+
+    _parameter_constraints = {
+        # the prior's generator is seeded with seed + 1
+        "seed": [Interval(Integral, 0, TORCH_SEED_MAX - 1, closed="both")],
+        "schedule": [StrOptions(set(SCHEDULES))],
+        "epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "g_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "early_stop_patience": [Interval(Integral, 0, None, closed="left"), None],
+        "early_stop_tol": [Interval(Real, 0, None, closed="left"), None],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "hidden": [Interval(Integral, 1, None, closed="left")],
+        "embed_dim": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "adv_weight": [Interval(Real, 0, None, closed="left")],
+        "lamda": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "sigma": [Interval(Real, 0, None, closed="neither"), StrOptions({"median"})],
+        "median_fraction": [Interval(Real, 0, None, closed="neither")],
+        "rec_target": [StrOptions(set(REC_TARGETS))],
+        "tag_graph_weight": [Interval(Real, 0, None, closed="left")],
+        "normalize_input": ["boolean"],
+        "encode_mode": [StrOptions(set(ENCODE_MODES))],
+        "encode_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_anchors": [Interval(Integral, 1, None, closed="left"), None],
+        "device": [DeviceName()],
     }
 
     # Components; the ablations switch them off.
@@ -212,44 +252,35 @@ class LAGNH(Hasher):
 
     # ----------------------------------------------------------------- settings
     def resolved_schedule(self) -> dict[str, Any]:
-        """``epochs``, ``batch_size``, ``g_steps``, ``early_stop_*``: given values, else the preset's."""
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
+        """``epochs``, ``batch_size``, ``g_steps``, ``early_stop_patience`` (ints) and
+        ``early_stop_tol`` (float): the given values, else those of the ``schedule`` preset.
+
+        Raises:
+            InputError: the hyper-parameters are invalid (see `validate_params`).
+        """
+        self.validate_params()
+        return self._schedule()
+
+    def _schedule(self) -> dict[str, Any]:
         out = {}
         for key, default in SCHEDULES[self.schedule].items():
             value = getattr(self, key)
             out[key] = default if value is None else value
-        for key in ("epochs", "batch_size", "g_steps"):
-            if not isinstance(out[key], (int, np.integer)) or out[key] < 1:
-                raise InputError(f"{key} must be a positive integer, got {out[key]!r}")
-        patience = out["early_stop_patience"]
-        if not isinstance(patience, (int, np.integer)) or patience < 0:
-            raise InputError(f"early_stop_patience must be an integer >= 0 (0: off), got {patience!r}")
-        if not out["early_stop_tol"] >= 0:
-            raise InputError(f"early_stop_tol must be >= 0, got {out['early_stop_tol']!r}")
-        return {k: (int(v) if k != "early_stop_tol" else float(v)) for k, v in out.items()}
+        return {key: float(value) if key == "early_stop_tol" else int(value) for key, value in out.items()}
 
-    def _check_settings(self) -> None:
-        if not (self.sigma == "median" or (isinstance(self.sigma, (int, float)) and self.sigma > 0)):
-            raise InputError(f"sigma must be a positive number or 'median', got {self.sigma!r}")
-        if not (isinstance(self.median_fraction, (int, float)) and self.median_fraction > 0):
-            raise InputError(f"median_fraction must be a positive number, got {self.median_fraction!r}")
-        if self.rec_target not in REC_TARGETS:
-            raise InputError(f"rec_target must be one of {REC_TARGETS}, got {self.rec_target!r}")
-        if self.encode_mode not in ENCODE_MODES:
-            raise InputError(f"encode_mode must be one of {ENCODE_MODES}, got {self.encode_mode!r}")
-        if not self.tag_graph_weight >= 0:
-            raise InputError(f"tag_graph_weight must be >= 0, got {self.tag_graph_weight!r}")
+    def _check_params(self) -> None:
         if self.tag_graph_weight and not self._uses_tags:
-            raise InputError(f"{self.name} uses no tags, so tag_graph_weight must be 0")
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        for key in ("hidden", "embed_dim", "encode_batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{key} must be a positive integer, got {value!r}")
-        if self.n_anchors is not None and (not isinstance(self.n_anchors, (int, np.integer)) or self.n_anchors < 1):
-            raise InputError(f"n_anchors must be a positive integer or None, got {self.n_anchors!r}")
+            raise InputError(
+                f"{self.name}: tag_graph_weight must be 0 (this ablation uses no tags), got {self.tag_graph_weight!r}"
+            )
+        # The preset fills what was left as None; its values must pass the constraints a given value passes.
+        for key, value in SCHEDULES[self.schedule].items():
+            allowed = [c for c in type(self)._parameter_constraints[key] if c is not None]
+            if getattr(self, key) is None and not any(make_constraint(c).is_satisfied_by(value) for c in allowed):
+                raise InputError(
+                    f"{self.name}: the {self.schedule!r} schedule sets {key}={value!r}, which must be "
+                    f"{describe_constraints(allowed)}"
+                )
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         return l2_normalize_rows(X) if self.normalize_input else X.astype(np.float32, copy=False)
@@ -267,8 +298,7 @@ class LAGNH(Hasher):
     def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:
         from methods import lagnh_model
 
-        self._check_settings()
-        sched = self.resolved_schedule()
+        sched = self._schedule()
         P = self._tags(side, None)
         Xp = self._prepare(X)
         config = lagnh_model.TrainConfig(
@@ -296,12 +326,14 @@ class LAGNH(Hasher):
         self.anchor_features_ = np.array(X[idx], dtype=np.float32)
         self.anchor_tags_ = None if P is None else P[idx].copy()
         self.history_ = history
-        self.fit_info_ = {**sched, **info, "n_anchors": m, "device": str(device)}
+        self.fit_info_ = info
+        self.resolved_params_ = {**sched, "n_anchors": m, "device": str(device)}
 
     def _project(self, X: np.ndarray, **side: np.ndarray) -> np.ndarray:
         from methods import lagnh_model
 
-        self._check_settings()
+        # Encoding reads hyper-parameters (encode_mode, sigma, ...) that set_params may change after fit.
+        self.validate_params()
         P = self._tags(side, self.n_tags_)
         device = self._device(lagnh_model)
         sigma = self.sigma if self.sigma == "median" else float(self.sigma)
@@ -325,7 +357,10 @@ class LAGNH(Hasher):
         return int(sum(p.numel() for p in self.net_.parameters()))
 
     def run_info(self) -> dict[str, Any]:
-        """Resolved schedule, epochs run, discriminator size, stored anchor values, last graph statistics."""
+        """Epochs run (early stopping), discriminator size, stored anchor values (0 in transductive
+        mode), the last epoch's graph statistics, and ``rec_target_used`` where the ablation replaces
+        ``rec_target`` (``"features"`` for ``lagnh-noaux``). The schedule, anchors and device as used
+        are in `resolved_params`."""
         if not self.is_fitted():
             return {}
         info = dict(self.fit_info_)
@@ -334,8 +369,8 @@ class LAGNH(Hasher):
             int(self.anchor_features_.size + (0 if self.anchor_tags_ is None else self.anchor_tags_.size))
             if anchored else 0
         )
-        info["encode_mode"] = self.encode_mode
-        info["rec_target"] = self.rec_target if self._uses_tags else "features"
+        if not self._uses_tags:
+            info["rec_target_used"] = "features"
         for key in ("graph_offdiag_mean", "graph_self_weight"):
             if self.history_.get(key):
                 info[key] = self.history_[key][-1]

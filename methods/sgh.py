@@ -58,12 +58,15 @@ from typing import Any
 import numpy as np
 
 from methods._affine import affine
-from methods.base import Hasher, InputError
+from methods.base import Hasher
+from methods.constraints import TORCH_SEED_MAX, DeviceName, Integral, Interval, Real, StrOptions
 from methods.registry import register_method
 
 # The authors' demo: 5,000 iterations and a halving every 2,000, batches of 500, MNIST's 60,000 rows.
 DEMO_EPOCHS = 5000 * 500 / 60000
 DEMO_HALVE_EVERY_EPOCHS = 2000 * 500 / 60000
+# How ξ is drawn while training (the module docstring); `methods.sgh_model` reads it from here.
+XI_MODES = ("stochastic", "deterministic")
 
 
 def iterations_for(epochs: float, n_rows: int, batch_size: int) -> int:
@@ -98,7 +101,9 @@ class SGH(Hasher):
     Fitted attributes: ``projection_`` (d, r) and ``offset_`` (r,) (the encoder in input units),
     ``decoder_`` (r, d), ``decoder_scale_`` (d,), ``decoder_shift_`` (d,) (the generative model, in
     standardised units; not needed to encode), ``input_mean_``, ``input_std_`` (d,) or None,
-    ``n_iter_``, ``history_`` (per-epoch ``loss``, ``reconstruction``, ``encoder_ce``, ``lr``).
+    ``n_iter_``, ``history_`` (per-epoch ``loss``, ``reconstruction``, ``encoder_ce``, ``lr``),
+    ``resolved_params_`` (see `resolved_params`: ``iterations``, ``halve_every_iterations`` (None for a
+    constant rate), ``device``).
     """
 
     name = "sgh"
@@ -108,6 +113,18 @@ class SGH(Hasher):
         "(code: github.com/doubling/Stochastic_Generative_Hashing)"
     )
     conformance_params = {"epochs": 10.0, "halve_every_epochs": 4.0}
+    _parameter_constraints = {
+        "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],
+        "xi": [StrOptions(set(XI_MODES))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Real, 0, None, closed="neither")],
+        "halve_every_epochs": [Interval(Real, 0, None, closed="neither"), None],
+        "standardize": ["boolean"],
+        "device": [DeviceName()],
+    }
 
     def __init__(
         self,
@@ -135,27 +152,11 @@ class SGH(Hasher):
         self.standardize = standardize
         self.device = device
 
-    def _check_hyper(self) -> None:
-        from methods.sgh_model import XI_MODES  # cheap: fit imports torch anyway
-
-        if self.xi not in XI_MODES:
-            raise InputError(f"xi must be one of {XI_MODES}, got {self.xi!r}")
-        for key in ("alpha", "beta"):
-            if not np.isfinite(getattr(self, key)) or getattr(self, key) < 0:
-                raise InputError(f"{key} must be a finite number >= 0, got {getattr(self, key)!r}")
-        if not np.isfinite(self.lr) or self.lr <= 0:
-            raise InputError(f"lr must be > 0, got {self.lr!r}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if not np.isfinite(self.epochs) or self.epochs <= 0:
-            raise InputError(f"epochs must be > 0, got {self.epochs!r}")
-        if self.halve_every_epochs is not None and not self.halve_every_epochs > 0:
-            raise InputError(f"halve_every_epochs must be > 0 or None, got {self.halve_every_epochs!r}")
-
     def _fit(self, X: np.ndarray) -> None:
-        self._check_hyper()
+        from methods._torch_device import resolve_device
         from methods.sgh_model import train_sgh
 
+        device = str(resolve_device(self.device))
         n = X.shape[0]
         if self.standardize:
             mean, std = standardisation(X)
@@ -180,7 +181,7 @@ class SGH(Hasher):
             n_iter=n_iter,
             halve_every=halve_every,
             seed=int(self.seed),
-            device=self.device,
+            device=device,
         )
         weight = fitted.weight.astype(np.float64)
         bias = fitted.bias.astype(np.float64)
@@ -195,6 +196,7 @@ class SGH(Hasher):
         self.input_mean_, self.input_std_ = mean, std
         self.n_iter_ = n_iter
         self.history_ = fitted.history
+        self.resolved_params_ = {"iterations": n_iter, "halve_every_iterations": halve_every, "device": device}
 
     def _project(self, X: np.ndarray) -> np.ndarray:
         return affine(X, self.projection_, self.offset_)
@@ -207,7 +209,4 @@ class SGH(Hasher):
 
     def run_info(self) -> dict[str, Any]:
         self._check_fitted()
-        return {
-            "decoder_parameters": int(self.decoder_.size + self.decoder_scale_.size + self.decoder_shift_.size),
-            "iterations": int(self.n_iter_),
-        }
+        return {"decoder_parameters": int(self.decoder_.size + self.decoder_scale_.size + self.decoder_shift_.size)}

@@ -31,12 +31,12 @@ learner; the project's "graph" family is for methods that learn with a graph net
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import scipy.linalg
 
 from methods.base import Hasher, InputError
+from methods.constraints import Integral, Interval, Real
 from methods.registry import register_method
 
 _BLOCK_ROWS = 8192
@@ -166,7 +166,8 @@ class ScalableGraphHashing(Hasher):
 
     Fitted attributes: ``anchors_`` (m, d) in input units, ``bandwidth_`` (δ in input units²),
     ``kernel_mean_`` (m,), ``projection_`` (m, n_bits), ``history_`` (``loss`` after each bit update,
-    see `sequential_bits`).
+    see `sequential_bits`), ``resolved_params_`` (``n_anchors``: the anchors used, at most the
+    number of training rows).
     """
 
     name = "sgh-graph"
@@ -176,6 +177,12 @@ class ScalableGraphHashing(Hasher):
         "(MATLAB code mirrored in github.com/willard-yuan/hashing-baseline-for-image-retrieval, Method-SGH)"
     )
     conformance_params = {"n_anchors": 50}
+    _parameter_constraints = {
+        "n_anchors": [Interval(Integral, 1, None, closed="left")],
+        "rho": [Interval(Real, 0, None, closed="neither")],
+        "gamma": [Interval(Real, 0, None, closed="left")],
+        "refine_passes": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(
         self, n_bits: int, *, seed: int = 0, n_anchors: int = 300, rho: float = 2.0, gamma: float = 1e-6,
@@ -187,18 +194,7 @@ class ScalableGraphHashing(Hasher):
         self.gamma = gamma
         self.refine_passes = refine_passes
 
-    def _check_hyper(self) -> None:
-        if not isinstance(self.n_anchors, (int, np.integer)) or self.n_anchors < 1:
-            raise InputError(f"n_anchors must be a positive integer, got {self.n_anchors!r}")
-        if not isinstance(self.refine_passes, (int, np.integer)) or self.refine_passes < 0:
-            raise InputError(f"refine_passes must be a non-negative integer, got {self.refine_passes!r}")
-        if not (np.isfinite(self.rho) and self.rho > 0):
-            raise InputError(f"rho must be > 0, got {self.rho!r}")
-        if not (np.isfinite(self.gamma) and self.gamma >= 0):
-            raise InputError(f"gamma must be >= 0, got {self.gamma!r}")
-
     def _fit(self, X: np.ndarray) -> None:
-        self._check_hyper()
         rng = np.random.default_rng(self.seed)
         n, d = X.shape
         blocks = [slice(s, s + _BLOCK_ROWS) for s in range(0, n, _BLOCK_ROWS)]
@@ -232,6 +228,7 @@ class ScalableGraphHashing(Hasher):
         self.kernel_mean_ = kernel_mean
         self.projection_ = W
         self.history_ = {"loss": losses}
+        self.resolved_params_ = {"n_anchors": m}
 
     def _project(self, X: np.ndarray) -> np.ndarray:
         out = np.empty((X.shape[0], int(self.n_bits)))
@@ -245,7 +242,3 @@ class ScalableGraphHashing(Hasher):
         """Anchors (m × d), the bandwidth (1), the kernel mean (m) and the projection (m × n_bits)."""
         self._check_fitted()
         return int(self.anchors_.size + 1 + self.kernel_mean_.size + self.projection_.size)
-
-    def run_info(self) -> dict[str, Any]:
-        self._check_fitted()
-        return {"anchors": int(self.anchors_.shape[0])}

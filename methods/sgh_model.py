@@ -32,8 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from methods._torch_device import cpu_generator, resolve_device
-
-XI_MODES = ("stochastic", "deterministic")
+from methods.sgh import XI_MODES
 
 
 class DoublyStochasticNeuron(torch.autograd.Function):

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from methods.base import FAMILIES, Hasher, InputError, NotFittedError, pack_bits
+from methods.constraints import make_constraint
 
 # ----------------------------------------------------------------------------- synthetic data
 
@@ -203,13 +204,34 @@ def check_get_params_roundtrip(case: Case) -> None:
         assert _equal(params[key], again[key]), f"parameter {key!r} does not round-trip: {params[key]!r} -> {again[key]!r}"
 
 
+def check_parameter_constraints(case: Case) -> None:
+    """Every parameter of ``get_params()`` has a constraint in ``_parameter_constraints`` and every
+    constraint names a parameter; ``validate_params()`` accepts the class's defaults and the
+    conformance settings."""
+    cls = case.cls
+    declared = cls._parameter_constraints
+    assert isinstance(declared, dict), f"_parameter_constraints must be a dict, got {type(declared).__name__}"
+    params = case.new().get_params()
+    undeclared = [name for name in params if name not in declared]
+    assert not undeclared, f"parameter(s) {undeclared} have no constraint in _parameter_constraints"
+    stale = sorted(set(declared) - set(params))
+    assert not stale, f"_parameter_constraints declares {stale}, which are not parameters of __init__"
+    for what, est in (("the class's defaults", cls(case.n_bits)), ("the conformance settings", case.new())):
+        try:
+            est.validate_params()
+        except Exception as exc:  # noqa: BLE001 - any failure to accept valid settings is the finding
+            raise AssertionError(f"validate_params() refuses {what}: {type(exc).__name__}: {exc}") from exc
+
+
 def check_not_fitted(case: Case) -> None:
-    """``encode``, ``project`` and ``n_parameters`` before ``fit`` raise `NotFittedError` that says to fit."""
+    """``encode``, ``project``, ``n_parameters`` and ``resolved_params`` before ``fit`` raise
+    `NotFittedError` (the first one's message says to fit)."""
     est = case.new()
     exc = _expect_error(NotFittedError, "encode before fit", lambda: est.encode(case.X, **case.side))
     assert "fit" in str(exc), f"the NotFittedError message should tell to call fit: {exc}"
     _expect_error(NotFittedError, "project before fit", lambda: est.project(case.X, **case.side))
     _expect_error(NotFittedError, "n_parameters before fit", est.n_parameters)
+    _expect_error(NotFittedError, "resolved_params before fit", est.resolved_params)
 
 
 def check_fit_returns_self(case: Case) -> None:
@@ -322,6 +344,49 @@ def check_invalid_n_bits(case: Case) -> None:
     _expect_error(InputError, "fit with n_bits=0", lambda: case.new(n_bits=0).fit(case.X, **case.side))
 
 
+class _Invalid:
+    """A value of no type that an ordinary constraint allows."""
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+def _accepts(constraints: Any, value: Any) -> bool:
+    if constraints == "no_validation":
+        return True
+    return any(make_constraint(c).is_satisfied_by(value) for c in constraints or ())
+
+
+def check_fit_validates_params(case: Case) -> None:
+    """``fit`` refuses an invalid value of each declared parameter with a one-line `InputError` that
+    names the parameter, before any work (``_fit`` is never reached). Each parameter in turn is set to
+    an object of no expected type; a parameter whose constraints accept any object is skipped."""
+    bad = _Invalid()
+    constraints = case.cls._parameter_constraints
+    for name in case.new().get_params():
+        if _accepts(constraints.get(name), bad):
+            continue
+        est = case.new().set_params(**{name: bad})
+        ran = []
+        # An instance attribute shadows the method: records whether fit got as far as the work.
+        est._fit = lambda *args, **kwargs: ran.append(True)
+        error = None
+        try:
+            est.fit(case.X, **case.side)
+        except InputError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - the wrong exception type is exactly what we report
+            raise AssertionError(
+                f"fit with {name}={bad!r}: expected InputError, got {type(exc).__name__}: {exc}"
+            ) from exc
+        assert not ran, f"fit with {name}={bad!r} went on to _fit; it must call validate_params() before any work"
+        assert error is not None, f"fit with {name}={bad!r}: expected InputError, nothing was raised"
+        message = str(error)
+        assert name in message and "\n" not in message, (
+            f"the InputError for an invalid {name} must name it on one line, got {message!r}"
+        )
+
+
 def check_n_parameters(case: Case) -> None:
     """``n_parameters()`` of a fitted instance is a positive Python int."""
     est, _ = case.fitted()
@@ -330,12 +395,28 @@ def check_n_parameters(case: Case) -> None:
     assert count > 0, f"n_parameters() returned {count}"
 
 
+def check_run_info(case: Case) -> None:
+    """After ``fit``, ``run_info()`` and ``resolved_params()`` are dicts keyed by names, and
+    ``run_info()`` repeats no hyper-parameter and no resolved value under its name."""
+    est, _ = case.fitted()
+    info, resolved = est.run_info(), est.resolved_params()
+    for what, value in (("run_info()", info), ("resolved_params()", resolved)):
+        assert isinstance(value, dict), f"{what} returned {type(value).__name__}, not a dict"
+        assert all(isinstance(k, str) for k in value), f"{what} has keys that are not strings: {sorted(map(repr, value))}"
+    repeated = sorted(set(info) & (set(est.get_params()) | set(resolved)))
+    assert not repeated, (
+        f"run_info() repeats {repeated}: hyper-parameters belong to get_params(), values derived from them "
+        "to resolved_params()"
+    )
+
+
 CHECKS: dict[str, Callable[[Case], None]] = {
     fn.__name__.removeprefix("check_"): fn
     for fn in (
         check_metadata,
         check_init_stores_only,
         check_get_params_roundtrip,
+        check_parameter_constraints,
         check_not_fitted,
         check_fit_returns_self,
         check_code_layout,
@@ -348,7 +429,9 @@ CHECKS: dict[str, Callable[[Case], None]] = {
         check_wrong_n_features,
         check_missing_side_inputs,
         check_invalid_n_bits,
+        check_fit_validates_params,
         check_n_parameters,
+        check_run_info,
     )
 }
 

@@ -29,7 +29,11 @@ def test_conformance(name, check):
 
 import numpy as np  # noqa: E402
 
+from methods.base import check_features  # noqa: E402
+from methods.constraints import Integral, Interval, Real  # noqa: E402
 from methods.lsh import LSH  # noqa: E402
+
+SCALE = {"scale": [Interval(Real, 0, None, closed="neither")]}
 
 
 class BatchCentred(LSH):
@@ -70,6 +74,8 @@ class KeepsFirstMean(LSH):
 
 
 class AltersParams(LSH):
+    _parameter_constraints = SCALE
+
     def __init__(self, n_bits, *, seed=0, scale=1.0):
         super().__init__(n_bits, seed=seed)
         self.scale = float(scale) * 2
@@ -88,6 +94,50 @@ class IgnoresNaN(LSH):
         return self
 
 
+class UndeclaredParam(LSH):
+    def __init__(self, n_bits, *, seed=0, scale=1.0):
+        super().__init__(n_bits, seed=seed)
+        self.scale = scale
+
+
+class StaleConstraint(LSH):
+    _parameter_constraints = SCALE
+
+
+class RefusesOwnDefault(LSH):
+    _parameter_constraints = {"scale": [Interval(Real, 0, 1, closed="both")]}
+
+    def __init__(self, n_bits, *, seed=0, scale=2.0):
+        super().__init__(n_bits, seed=seed)
+        self.scale = scale
+
+
+class FitSkipsValidation(LSH):
+    def fit(self, X, **side):
+        X = check_features(X)
+        self._fit(X)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+
+class ValidatesAfterWork(LSH):
+    def fit(self, X, **side):
+        X = check_features(X)
+        self._fit(X)
+        self.validate_params()
+        self.n_features_in_ = X.shape[1]
+        return self
+
+
+class AcceptsZeroBits(LSH):
+    _parameter_constraints = {"n_bits": [Interval(Integral, 0, 1024, closed="both")]}
+
+
+class RepeatsParams(LSH):
+    def run_info(self):
+        return {"n_bits": self.n_bits}
+
+
 @pytest.mark.parametrize(
     "cls, check, kwargs",
     [
@@ -101,6 +151,13 @@ class IgnoresNaN(LSH):
         (FittedTooEarly, "not_fitted", {}),
         (IgnoresNaN, "nan_input", {}),
         (LSH, "metadata", {"_unregistered": True}),
+        (UndeclaredParam, "parameter_constraints", {}),
+        (StaleConstraint, "parameter_constraints", {}),
+        (RefusesOwnDefault, "parameter_constraints", {}),
+        (FitSkipsValidation, "fit_validates_params", {}),
+        (ValidatesAfterWork, "fit_validates_params", {}),
+        (AcceptsZeroBits, "invalid_n_bits", {}),
+        (RepeatsParams, "run_info", {}),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )
@@ -109,6 +166,18 @@ def test_broken_hasher_fails_its_check(cls, check, kwargs):
         cls = type("Unregistered", (LSH,), {"name": "lsh"})
     with pytest.raises(AssertionError, match=check):
         run_check(cls, check, **kwargs)
+
+
+def test_mutants_break_only_their_own_rule():
+    """Each new mutant passes the checks it is not meant to fail (so its check is what catches it)."""
+    for cls, check in [(StaleConstraint, "fit_validates_params"), (FitSkipsValidation, "parameter_constraints"),
+                       (AcceptsZeroBits, "fit_validates_params"), (RepeatsParams, "parameter_constraints")]:
+        run_check(cls, check)
+
+
+def test_an_undeclared_parameter_is_a_programming_error_not_an_input_error():
+    with pytest.raises(RuntimeError, match="scale"):
+        UndeclaredParam(8).validate_params()
 
 
 def test_lsh_passes_with_other_sizes():

@@ -141,7 +141,11 @@ def test_iterations_scale_with_the_training_set(fitted):
     model, _, _, _ = fitted
     # stage 1: 30 passes × 500 rows / 32; stage 2: 2 passes × 500 rows / (30 pairs // 5 angles = 6 images)
     assert model.n_iter_ == (round(30 * 500 / 32), round(2 * 500 / 6))
-    assert model.run_info()["loss_impl"] == "paper-autograd"
+    resolved = model.resolved_params()
+    assert (resolved["stage1_iterations"], resolved["stage2_iterations"]) == model.n_iter_
+    assert resolved["stage2_images_per_batch"] == 6 and resolved["device"] == "cpu"
+    info = model.run_info()
+    assert info["loss_impl"] == "paper-autograd" and not set(info) & set(resolved)
 
 
 def test_bits_are_balanced_and_retrieval_beats_chance(fitted):

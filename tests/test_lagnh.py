@@ -319,6 +319,12 @@ def test_schedule_presets_and_early_stopping(data):
     stopped = LAGNH(16, epochs=20, early_stop_patience=2, early_stop_tol=10.0, n_anchors=20, **SMALL)
     stopped.fit(X[:150], tags=P[:150])
     assert stopped.run_info()["epochs_run"] == 3 and len(stopped.history_["loss_g"]) == 3
+    # what was used: the given schedule values over the preset's, the anchors drawn, the device
+    assert stopped.resolved_params() == {
+        "epochs": 20, "batch_size": 200, "g_steps": 2, "early_stop_patience": 2, "early_stop_tol": 10.0,
+        "n_anchors": 20, "device": "cpu",
+    }
+    assert not set(stopped.run_info()) & (set(stopped.get_params()) | set(stopped.resolved_params()))
 
 
 @pytest.mark.parametrize("cls", [LAGNHNoAux, LAGNHNoAdv, LAGNHNoRec, LAGNHNoAtt])
@@ -334,7 +340,9 @@ def test_ablations_train_and_encode(cls, data):
     assert ("loss_rec" in h) == (cls is not LAGNHNoRec)
     assert ("loss_cls" in h) == (cls is not LAGNHNoAux)
     assert (model.net_.tag is None) == (cls in (LAGNHNoAux, LAGNHNoAtt))
-    assert model.run_info()["rec_target"] == ("features" if cls is LAGNHNoAux else "cosine")
+    # run_info names the reconstruction target only where the ablation overrides the given rec_target
+    assert model.get_params()["rec_target"] == "cosine"
+    assert model.run_info().get("rec_target_used") == ("features" if cls is LAGNHNoAux else None)
 
 
 def test_noaux_target_is_feature_cosine():

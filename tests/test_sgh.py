@@ -114,6 +114,9 @@ def test_bits_are_balanced_and_retrieval_beats_chance(fitted):
 def test_iteration_count_and_learning_rate_halving(fitted):
     model, _, _ = fitted
     assert model.n_iter_ == iterations_for(60.0, 500, 100) == 300
+    # derived counts are resolved parameters, not run facts: 25 passes of 500 rows by 100 = 125 steps
+    assert model.resolved_params() == {"iterations": 300, "halve_every_iterations": 125, "device": "cpu"}
+    assert set(model.run_info()) == {"decoder_parameters"}
     lr = model.history_["lr"]  # per block of 5 steps; halving every 125 steps
     assert lr[0] == 1e-2 and lr[24] == 1e-2 and lr[25] == 5e-3 and lr[-1] == 2.5e-3
 
@@ -130,6 +133,14 @@ def test_standardisation_is_folded_into_the_encoder():
     np.testing.assert_allclose(folded.project(X), plain.project(Xs), rtol=1e-5, atol=1e-5)
     assert folded.n_parameters() == 12 * 8 + 8
     assert folded.run_info()["decoder_parameters"] == 8 * 12 + 12 + 12
+    assert folded.resolved_params()["halve_every_iterations"] is not None
+
+
+def test_constant_rate_resolves_to_no_halving():
+    X, _ = clustered(n=100, d=6)
+    model = SGH(4, epochs=2.0, halve_every_epochs=None, batch_size=50, device="cpu").fit(X)
+    assert model.resolved_params()["halve_every_iterations"] is None
+    assert set(model.history_["lr"]) == {1e-2}
 
 
 def test_seed_determines_the_model():

@@ -110,6 +110,14 @@ def fitted():
     return ScalableGraphHashing(16, seed=0, n_anchors=100).fit(X[:500]), X, labels
 
 
+def test_anchor_count_is_capped_at_the_training_rows_and_resolved():
+    X, _ = clustered(n=40, d=6)
+    model = ScalableGraphHashing(4).fit(X)
+    assert model.anchors_.shape[0] == 40
+    assert model.resolved_params() == {"n_anchors": 40}
+    assert model.run_info() == {}
+
+
 def test_bandwidth_and_anchors_come_from_the_training_data(fitted):
     model, X, _ = fitted
     train = X[:500].astype(np.float64)
