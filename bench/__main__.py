@@ -1,5 +1,11 @@
+import signal
 import sys
 
-from bench.cli import main
+try:
+    from bench.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python is still importing: nothing has started, nothing to close
+    sys.exit(130)
 
-sys.exit(main())
+status = main()
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # everything is recorded and printed: a late Ctrl-C changes nothing
+sys.exit(status)

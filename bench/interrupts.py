@@ -9,12 +9,17 @@ where it could leave a run created but unknown to the sweep, or a batch half-log
 A second signal while one is pending is also deferred; a third one exits at once (``os._exit(130)``), for
 a record call that hangs. Signal handlers can only be installed in the main thread; elsewhere both
 context managers do nothing.
+
+Python swallows an exception raised inside a finaliser or weakref callback ("Exception ignored in ..."),
+and a signal can arrive exactly there. Such a lost interrupt is caught by a `sys.unraisablehook` and
+delivered again (or, inside a critical section, raised when it ends), so it is delayed, never lost.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import sys
 import threading
 from typing import Iterator
 
@@ -35,6 +40,22 @@ def _handler(signum, frame):  # noqa: ARG001 -- the signal module's signature
     raise KeyboardInterrupt
 
 
+def _unraisable(previous_hook):
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _deferring():
+            if _state.depth > 0 or _state.redelivered >= 3:
+                _state.lost = True  # raised at the end of (or before) the next critical section
+            else:
+                # Delivered again a moment later, from another thread: by then the finaliser (and this
+                # hook, which would swallow an exception too) has returned.
+                _state.redelivered += 1
+                threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous_hook(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Install the deferring handler for SIGINT and SIGTERM for the duration of the block."""
@@ -42,7 +63,9 @@ def interrupts_deferred() -> Iterator[None]:
         yield
         return
     previous = {s: signal.getsignal(s) for s in _SIGNALS}
-    _state.installed, _state.depth, _state.pending = True, 0, 0
+    previous_hook = sys.unraisablehook
+    _state.installed, _state.depth, _state.pending, _state.lost, _state.redelivered = True, 0, 0, False, 0
+    sys.unraisablehook = _unraisable(previous_hook)
     for s in _SIGNALS:
         signal.signal(s, _handler)
     try:
@@ -50,6 +73,7 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        sys.unraisablehook = previous_hook
         _state.installed = False
 
 
@@ -59,13 +83,16 @@ def critical() -> Iterator[None]:
     if not _deferring():
         yield
         return
+    if _state.lost and _state.depth == 0:
+        _state.lost = False
+        raise KeyboardInterrupt
     _state.depth += 1
     try:
         yield
     finally:
         _state.depth -= 1
-        if _state.depth == 0 and _state.pending:
-            _state.pending = 0
+        if _state.depth == 0 and (_state.pending or _state.lost):
+            _state.pending, _state.lost = 0, False
             raise KeyboardInterrupt
 
 
@@ -82,4 +109,4 @@ def shielded() -> Iterator[None]:
     finally:
         _state.depth -= 1
         if _state.depth == 0:
-            _state.pending = 0
+            _state.pending, _state.lost = 0, False

@@ -135,7 +135,7 @@ def score(trained: Trained, prep: Prepared) -> tuple[dict[str, float], str]:
     metrics = evaluation.evaluate(q, db, prep.labels["query"], prep.labels["database"], topk=prep.protocol.topk)
     curve = evaluation.pr_curve_by_radius(q, db, prep.labels["query"], prep.labels["database"],
                                           n_bits=trained.hasher.n_bits)
-    frame = pd.DataFrame({k: np.asarray(v) for k, v in curve._asdict().items()})
+    frame = pd.DataFrame({k: np.asarray(v) for k, v in curve.items()})
     return metrics, frame.to_csv(index=False)
 
 
@@ -303,6 +303,12 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
     ``KeyboardInterrupt`` (Ctrl-C, SIGTERM) after closing the open run and the sweep as KILLED.
     """
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    with interrupts_deferred():  # from the start: an interrupt lost in a finaliser is delivered again
+        return _run_sweep(spec, tracking_uri, say, stale_after)
+
+
+def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], None],
+               stale_after: float) -> SweepResult:
     if not stale_after > 0:
         raise UsageError(f"the staleness limit must be > 0 seconds, got {stale_after!r}")
     plan = validate(spec)
@@ -335,7 +341,7 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
     sweep_layout.add_params("env", env)
 
     results: list[RunResult] = []
-    with interrupts_deferred(), Heartbeat(tracker, min(HEARTBEAT_EVERY, stale_after / 3)) as beat:
+    with Heartbeat(tracker, min(HEARTBEAT_EVERY, stale_after / 3)) as beat:
         rec = _SweepRecord(tracker, beat, say)
         try:
             with critical():

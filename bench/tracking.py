@@ -93,6 +93,20 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    import logging
+
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "message", None) or exc).strip()
     return (text.splitlines() or [type(exc).__name__])[0][:300]
@@ -180,7 +194,8 @@ class Tracker:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
             os.close(fd)
             try:
-                store = SqlAlchemyStore(f"sqlite:///{tmp}", self.artifact_root)
+                with _quiet("mlflow.store.db.utils", "alembic"):  # their INFO lines say nothing a user needs
+                    store = SqlAlchemyStore(f"sqlite:///{tmp}", self.artifact_root)
                 store.engine.dispose()
                 os.replace(tmp, path)
             except BaseException:
@@ -269,13 +284,17 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def write(self, run_id: str, bundle: "RunBundle", *, done: set[str] | None = None) -> None:
-        """Log what of ``bundle`` is not in ``done`` (params and metrics by key, artifacts by path), then
+        """Log what of ``bundle`` is not in ``done`` (tags, params and metrics by key, artifacts by path), then
         close the run with ``bundle.status`` unless it is RUNNING. ``done`` is updated as parts land, so
         a second call after a failure sends only the rest."""
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         done = set() if done is None else done
         now = int(time.time() * 1000)
+        tags = [RunTag(k, str(v)[:5000]) for k, v in bundle.tags.items() if f"t:{k}={v}" not in done]
+        if tags:
+            self.client.log_batch(run_id, tags=tags)
+            done.update(f"t:{k}={v}" for k, v in bundle.tags.items())
         params = [Param(k, v) for k, v in bundle.params.items() if f"p:{k}" not in done]
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])

@@ -298,34 +298,22 @@ def load_listfile(data_root: str | os.PathLike | None = None, *, name: str = "li
     )
 
 
-def load_nus_wide_21(data_root: str | os.PathLike | None = None, *, image_root: str | os.PathLike | None = None,
-                     check_images: bool = True) -> Dataset:
-    """NUS-WIDE restricted to its 21 most frequent concepts: list files with 21 labels (`load_listfile`).
+def _preset_loader(preset: str, what: str):
+    """A loader of list files with the label count of ``preset`` (`PRESETS`); it takes the options of
+    `load_listfile` except ``name`` and ``n_labels``, which the preset fixes."""
+    counts = PRESETS[preset][0]
 
-    Raises:
-        DataError: as `load_listfile`, and when the lists do not carry 21 labels per line.
-    """
-    return load_listfile(data_root, name="nus-wide-21", n_labels=PRESETS["nus-wide-21"][0],
-                         image_root=image_root, check_images=check_images)
+    def load(data_root: str | os.PathLike | None = None, *, image_root: str | os.PathLike | None = None,
+             check_images: bool = True) -> Dataset:
+        return load_listfile(data_root, name=preset, n_labels=counts, image_root=image_root,
+                             check_images=check_images)
 
-
-def load_coco(data_root: str | os.PathLike | None = None, *, image_root: str | os.PathLike | None = None,
-              check_images: bool = True) -> Dataset:
-    """MS-COCO (HashNet split, 80 categories): list files with 80 labels (`load_listfile`).
-
-    Raises:
-        DataError: as `load_listfile`, and when the lists do not carry 80 labels per line.
-    """
-    return load_listfile(data_root, name="coco", n_labels=PRESETS["coco"][0],
-                         image_root=image_root, check_images=check_images)
+    load.__name__ = load.__qualname__ = f"load_{preset.replace('-', '_')}"
+    load.__doc__ = (f"{what}: list files with {' or '.join(map(str, counts))} labels per line (`load_listfile`).\n\n"
+                    f"    Raises:\n        DataError: as `load_listfile`, and when the lists carry another label count.\n")
+    return load
 
 
-def load_mirflickr25k(data_root: str | os.PathLike | None = None, *, image_root: str | os.PathLike | None = None,
-                      check_images: bool = True) -> Dataset:
-    """MIRFlickr-25K: list files with 24 concepts, or 38 (24 plus the ``*_r1`` variants) (`load_listfile`).
-
-    Raises:
-        DataError: as `load_listfile`, and when the lists carry neither 24 nor 38 labels per line.
-    """
-    return load_listfile(data_root, name="mirflickr25k", n_labels=PRESETS["mirflickr25k"][0],
-                         image_root=image_root, check_images=check_images)
+load_nus_wide_21 = _preset_loader("nus-wide-21", "NUS-WIDE restricted to its 21 most frequent concepts")
+load_coco = _preset_loader("coco", "MS-COCO (HashNet split, 80 categories)")
+load_mirflickr25k = _preset_loader("mirflickr25k", "MIRFlickr-25K: 24 concepts, or 38 (the 24 plus the *_r1 variants)")

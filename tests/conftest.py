@@ -34,7 +34,7 @@ def _migrated_mlflow_db(tmp_path_factory):
     from bench.tracking import Tracker
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    Tracker(f"sqlite:///{path}").experiment_names()
+    Tracker(f"sqlite:///{path}").open()
     return path
 
 

@@ -37,9 +37,11 @@ def test_run_records_nested_runs_with_metrics(tracking_uri, capsys):
     client = Tracker(tracking_uri).client
     run = client.get_run(runs["run_id"][0])
     params = run.data.params
-    for key in ("method", "n_bits", "seed", "dataset", "protocol", "features", "split_digest",
-                "protocol_digest", "git_commit", "version_numpy"):
+    for key in ("method", "hp.n_bits", "hp.seed", "data.dataset", "data.protocol", "features.name",
+                "data.split_digest", "data.protocol_digest", "data.fingerprint", "code.fingerprint",
+                "env.git_commit", "env.version.numpy"):
         assert key in params, key
+    assert params["hp.n_bits"] == str(runs["n_bits"][0]) and params["features.name"] == "pixels"
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -499,3 +499,31 @@ def tiny_images(tmp_path):
     (root / "database.txt").write_text("\n".join(lines[4:]) + "\n")
     (root / "train.txt").write_text("\n".join(lines[4:10]) + "\n")
     return root
+
+
+# ------------------------------------------------------------------------ side inputs in identity and record
+def test_side_options_reach_the_tags_and_are_recorded(tiny_images, tracking_uri, data_home, capsys):
+    """``--side-option tags.k=2`` changes the tags LAGNH gets, and the run's parameters say so."""
+    base = ["run", "--methods", "lagnh", "--dataset", "listfile", "--data-root", str(tiny_images), "--bits", "8",
+            "--tracking-uri", tracking_uri, "--feature-option", "input_size=32", *LAGNH_SMALL]
+    assert main(base + ["--side-option", "tags.k=2", "--side-option", "tags.tag_model=same"]) == 0
+    (run,) = _runs(tracking_uri)
+    assert run.data.params["side.tags.k"] == "2" and run.info.status == "FINISHED"
+    assert run.data.params["side.tags.model"] == "efficientnet-lite0"
+    assert run.data.params["side.tags.input_size"] == run.data.params["features.input_size"] == "32"
+    capsys.readouterr()
+    assert main(base + ["--side-option", "tags.nosuch=1"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "Traceback" not in err
+
+
+def test_a_run_is_reused_whatever_side_inputs_other_methods_needed(tiny_images, tracking_uri, data_home, capsys):
+    """ITQ reads no tags: its run beside LAGNH (whose tags were computed) is the same run as ITQ alone."""
+    base = ["run", "--dataset", "listfile", "--data-root", str(tiny_images), "--bits", "2",
+            "--feature-option", "input_size=32", "--side-option", "tags.tag_model=same", "--tracking-uri", tracking_uri]
+    assert main(base + ["--methods", "itq,lagnh", *LAGNH_SMALL]) == 0
+    capsys.readouterr()
+    assert main([a for a in base if a not in ("--side-option", "tags.tag_model=same")] + ["--methods", "itq"]) == 0
+    assert "identical finished run" in capsys.readouterr().err
+    itq = [r for r in _runs(tracking_uri) if r.data.params["method"] == "itq"]
+    assert len(itq) == 1 and not any(k.startswith("side.") for k in itq[0].data.params)
