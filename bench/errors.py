@@ -10,4 +10,4 @@ class UsageError(Exception):
     """A command line that cannot be run as given (bad bits, unknown metric, empty store ...)."""
 
 
-USER_ERRORS = (UsageError, DataError, InputError, UnknownMethodError, FileNotFoundError)
+USER_ERRORS = (UsageError, DataError, InputError, UnknownMethodError)

@@ -112,10 +112,10 @@ def param_text(value: Any) -> str:
     """A parameter value as text: strings as they are, everything else as canonical JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(_plain(value), sort_keys=True)
+    return json.dumps(plain(value), sort_keys=True)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """``value`` with numpy scalars/arrays, tuples and non-finite floats made JSON-safe, types kept."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
@@ -125,11 +125,11 @@ def _plain(value: Any) -> Any:
         value = float(value)
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return plain(value.tolist())
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if value is None or isinstance(value, str):
         return value
     return repr(value)
@@ -200,7 +200,7 @@ class Layout:
 # ----------------------------------------------------------------------------------------- identity
 def digest(obj: Any) -> str:
     """sha256 hex of ``obj``'s canonical JSON (sorted keys, numpy made plain)."""
-    return hashlib.sha256(json.dumps(_plain(obj), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(plain(obj), sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

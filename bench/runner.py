@@ -181,7 +181,7 @@ def _run_config(planned: PlannedRun, prep: Prepared, identity: record.RunIdentit
     if hasher is not None:
         out["resolved"] = hasher.resolved_params()
         out["info"] = hasher.run_info()
-    return json.dumps(record._plain(out), indent=2, sort_keys=True)
+    return json.dumps(record.plain(out), indent=2, sort_keys=True)
 
 
 class _SweepRecord:
@@ -222,7 +222,7 @@ class _SweepRecord:
                     record.TAG_HEARTBEAT: f"{time.time():.3f}"})
                 self._opened(run_id)
             bundle = RunBundle(experiment="", name=name, texts={
-                "sweep.json": json.dumps(record._plain(spec.as_dict()), indent=2, sort_keys=True)})
+                "sweep.json": json.dumps(record.plain(spec.as_dict()), indent=2, sort_keys=True)})
             bundle.add_layout(layout)
             with critical():
                 self.tracker.write(run_id, bundle, done=self.done[run_id])

@@ -152,15 +152,24 @@ class Tracker:
             self._check_sqlite_path(path, create)
             if create:
                 self._create_sqlite_schema(path)
-        try:
-            with _environ(HTTP_PROBE) if is_http(self.uri) else contextlib.nullcontext():
-                self.client.search_experiments(max_results=1)
-        except Exception as exc:  # noqa: BLE001 -- any failure to talk to the store is the user's to fix
-            if is_http(self.uri):
-                raise UsageError(f"cannot reach the MLflow tracking server at {self.uri}: {_first_line(exc)}; "
-                                 "start it, or pass another --tracking-uri") from None
-            raise UsageError(f"cannot use the MLflow store {self.uri}: {_first_line(exc)}") from None
-        return self
+        # Another program (mlflow ui, a plain MlflowClient) may be creating a new sqlite store's schema
+        # right now without our lock: its tables appear within seconds, so those errors are retried.
+        deadline = time.monotonic() + (10.0 if path is not None else 0.0)
+        while True:
+            try:
+                with _environ(HTTP_PROBE) if is_http(self.uri) else contextlib.nullcontext():
+                    self.client.search_experiments(max_results=1)
+                return self
+            except Exception as exc:  # noqa: BLE001 -- any failure to talk to the store is the user's to fix
+                transient = any(t in str(exc) for t in ("no such table", "database is locked", "alembic"))
+                if transient and time.monotonic() < deadline:
+                    self._client = None
+                    time.sleep(0.5)
+                    continue
+                if is_http(self.uri):
+                    raise UsageError(f"cannot reach the MLflow tracking server at {self.uri}: {_first_line(exc)}; "
+                                     "start it, or pass another --tracking-uri") from None
+                raise UsageError(f"cannot use the MLflow store {self.uri}: {_first_line(exc)}") from None
 
     @staticmethod
     def _check_sqlite_path(path: Path, create: bool) -> None:

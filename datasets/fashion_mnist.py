@@ -107,8 +107,8 @@ def _download_all(folder: Path) -> dict[str, Path]:
             except DataError as exc:
                 failures.append(str(exc))
         else:
-            raise DataError(f"could not get Fashion-MNIST file {name}:\n  " + "\n  ".join(failures)
-                            + f"\nPlaces looked for the files: {_places_text(None)}; {_how_to_get()}")
+            raise DataError(f"could not get Fashion-MNIST file {name}: " + "; ".join(failures)
+                            + f". Places looked for the files: {_places_text(None)}; {_how_to_get()}")
     found = _complete(folder)
     assert found is not None
     return found

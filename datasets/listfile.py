@@ -243,7 +243,7 @@ def _layout_help(name: str) -> str:
     if name in PRESETS:
         counts, where = PRESETS[name]
         lines.append(f"{name}: {' or '.join(map(str, counts))} labels per line. Usually obtained as: {where}.")
-    return "\n".join(lines)
+    return " ".join(lines)  # one line: the CLI prints a user's error as one line
 
 
 def load_listfile(data_root: str | os.PathLike | None = None, *, name: str = "listfile",
@@ -266,10 +266,10 @@ def load_listfile(data_root: str | os.PathLike | None = None, *, name: str = "li
         raise DataError(_layout_help(name))
     root = Path(data_root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data_root {root} is not a folder.\n" + _layout_help(name))
+        raise DataError(f"data_root {root} is not a folder. " + _layout_help(name))
     absent = [f for f in SPLIT_FILES.values() if not (root / f).is_file()]
     if absent:
-        raise DataError(f"{root} lacks {', '.join(absent)}.\n" + _layout_help(name))
+        raise DataError(f"{root} lacks {', '.join(absent)}. " + _layout_help(name))
     files = {split: _read_list_file(root / f) for split, f in SPLIT_FILES.items()}
     count = _check_label_counts(files, name, n_labels)
     paths, labels, splits = _merge(files, count)
