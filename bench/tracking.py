@@ -244,45 +244,11 @@ class Tracker:
             tags["mlflow.parentRunId"] = parent_id
         return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
-    def log_layout(self, run_id: str, layout: Layout, *, done: set[str] | None = None) -> None:
-        """Log the params, metrics and long values of ``layout`` not yet in ``done`` (keys), and add
-        them to ``done``: a run's layout grows (configuration first, results later) and MLflow refuses
-        a param logged twice."""
-        from mlflow.entities import Metric, Param
-
-        done = set() if done is None else done
-        params = [Param(k, v) for k, v in layout.params.items() if k not in done]
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in layout.metrics.items() if k not in done]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i:i + 100])
-        for i in range(0, len(metrics), 500):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 500])
-        for key, text in layout.long_values.items():
-            if key not in done:
-                self.log_text(run_id, f"{key}.txt", text, folder="params")
-        done.update(p.key for p in params)
-        done.update(m.key for m in metrics)
-        done.update(layout.long_values)
-
-    def log_history(self, run_id: str, keys: Mapping[str, str], history: Mapping[str, list[float]]) -> None:
-        """Per-epoch curves as stepped metrics (step = epoch index) under the keys `Layout` gave them."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(keys[name], float(v), now, step)
-                 for name, values in history.items() for step, v in enumerate(values)]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(run_id, metrics=items[i:i + 500])
-
     def log_text(self, run_id: str, filename: str, text: str, *, folder: str | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / filename
             path.write_text(text)
             self.client.log_artifact(run_id, str(path), artifact_path=folder)
-
-    def log_json(self, run_id: str, filename: str, obj: Any) -> None:
-        self.log_text(run_id, filename, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
