@@ -8,7 +8,7 @@ The tracking URI is, in order: ``--tracking-uri``, ``$MLFLOW_TRACKING_URI``, els
 `Tracker.open` checks a store before anything is computed: a sqlite store must be a file that can be
 written in an existing (or creatable) folder, with MLflow's current schema; a server must answer
 within a few seconds. A brand-new sqlite store gets its schema in a temporary file that is renamed
-into place under a file lock, so several sweeps may start on one new store at once and a store is
+into place under a lock on its folder, so several sweeps may start on one new store at once and a store is
 never left half-migrated.
 
 Retries against a tracking server are bounded: unless the user set them, MLflow's documented
@@ -78,19 +78,23 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (``fcntl.flock``) on ``path`` for the duration of the block."""
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock (``fcntl.flock``) on ``folder`` itself for the duration of the block:
+    every process setting up a store in that folder takes it, and no lock file is left behind."""
     try:
         import fcntl
     except ImportError:  # no advisory locks (Windows): concurrent set-up is then not protected
         yield
         return
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -195,7 +199,7 @@ class Tracker:
     def _create_sqlite_schema(self, path: Path) -> None:
         """Give an empty sqlite file MLflow's schema, atomically: migrate a private temporary file, then
         rename it over the empty one, under a lock shared by every process opening this store."""
-        with file_lock(path.with_name(path.name + ".lock")):
+        with folder_lock(path.parent):
             if path.stat().st_size > 0:
                 return
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

@@ -112,6 +112,7 @@ def test_three_sweeps_at_once_on_a_new_store_each_configuration_once(tmp_path, e
         assert proc.returncode == 0, err
         assert "Traceback" not in err
     runs = _all_runs(uri)  # the store opens afterwards
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix in (".lock", ".new")] == []
     configs = _configs(runs)
     assert len(configs) == 3 * 3 * 2 and set(configs.values()) == {1}, configs
     assert not [r for r in runs if r.info.status == "RUNNING"]
