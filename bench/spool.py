@@ -96,8 +96,9 @@ class SyncReport:
 def sync(uri: str, say: Callable[[str], None] = lambda m: None) -> SyncReport:
     """Upload the spool of ``uri`` into its store (see the module docstring); returns what was done.
 
-    Raises `bench.errors.UsageError` when the store cannot be opened; an entry that fails to upload
-    stays in the spool (counted in ``left``) for the next sync.
+    Raises `bench.errors.UsageError` when the store cannot be opened. When an entry fails to upload
+    (the store failed again), the sync stops there: that entry and the rest stay in the spool (counted
+    in ``left``) for the next sync, instead of each waiting out the retries of a store that is down.
     """
     tracker = Tracker(uri).open()
     report = SyncReport()
@@ -106,7 +107,8 @@ def sync(uri: str, say: Callable[[str], None] = lambda m: None) -> SyncReport:
     for path in pending(uri):
         entry = json.loads(path.read_text())
         (runs if entry["kind"] == "run" else closes).append((path, entry))
-    for path, entry in runs + closes:  # closing a sweep comes after its runs are in
+    entries = runs + closes  # closing a sweep comes after its runs are in
+    for number, (path, entry) in enumerate(entries):
         try:
             if entry["kind"] == "run":
                 uploaded = _upload_run(tracker, entry)
@@ -116,10 +118,11 @@ def sync(uri: str, say: Callable[[str], None] = lambda m: None) -> SyncReport:
                     report.already_there += 1
             else:
                 report.closed += _apply_close(tracker, entry)
-        except Exception as exc:  # noqa: BLE001 -- one bad entry must not block the others
-            say(f"could not upload {path.name}: {type(exc).__name__}: {exc}")
-            report.left += 1
-            continue
+        except Exception as exc:  # noqa: BLE001 -- the store failed again: stop, keep the rest for later
+            say(f"could not upload {path.name}: {type(exc).__name__}: {str(exc).strip()[:300]}; "
+                "stopping: run the sync again when the store answers")
+            report.left = len(entries) - number
+            break
         done = path.parent / "done" / path.name
         done.parent.mkdir(exist_ok=True)
         os.replace(path, done)
@@ -129,10 +132,14 @@ def sync(uri: str, say: Callable[[str], None] = lambda m: None) -> SyncReport:
 def _run_state(tracker: Tracker, run_id: str | None):
     if not run_id:
         return None
+    from mlflow.exceptions import MlflowException
+
     try:
         return tracker.client.get_run(run_id)
-    except Exception:  # noqa: BLE001 -- deleted or never created: nothing to update
-        return None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # deleted, or in another store: nothing to update
+            return None
+        raise
 
 
 def _upload_run(tracker: Tracker, entry: dict) -> bool:

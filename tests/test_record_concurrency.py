@@ -360,3 +360,28 @@ def test_sync_is_idempotent_when_interrupted_after_an_upload(tmp_path, monkeypat
     (run,) = [r for r in _all_runs(tracking_uri) if r.data.tags.get("hashbench.run_key") == "k1"]
     assert run.info.status == "FINISHED" and run.data.metrics["map_at_100"] == 0.5
     assert [m.value for m in MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "train.loss")] == [2.0, 1.0]
+
+
+def test_a_sync_that_fails_part_way_stops_and_keeps_the_rest(tmp_path, monkeypatch, tracking_uri):
+    from bench import spool
+    from bench.tracking import RunBundle
+
+    monkeypatch.setenv("HASHBENCH_DATA", str(tmp_path / "cache"))
+    for key in ("k1", "k2", "k3"):
+        spool.save_run(tracking_uri, RunBundle(experiment="e/p", name=key, tags={"hashbench.kind": "run",
+                                                                                 "hashbench.run_key": key},
+                                               metrics={"map_at_100": 0.5}, status="FINISHED"), claim_id=None)
+    real, calls = spool._upload_run, []
+
+    def fails_second(tracker, entry):
+        calls.append(entry["id"])
+        if len(calls) == 2:
+            raise ConnectionError("server gone")
+        return real(tracker, entry)
+
+    monkeypatch.setattr(spool, "_upload_run", fails_second)
+    report = spool.sync(tracking_uri)
+    assert (report.uploaded, report.left, len(calls)) == (1, 2, 2)  # stopped at the failure
+    assert len(spool.pending(tracking_uri)) == 2
+    monkeypatch.setattr(spool, "_upload_run", real)
+    assert spool.sync(tracking_uri).uploaded == 2 and spool.pending(tracking_uri) == []
