@@ -174,7 +174,7 @@ def _writable_output(path: str | None, flag: str) -> None:
     from pathlib import Path
 
     target = Path(path)
-    if target.is_dir():
+    if target.is_dir() or path.endswith(("/", os.sep)):
         raise UsageError(f"{flag} {path} is a folder; give a file name")
     for parent in [target.parent, *target.parent.parents]:
         if parent.exists():
@@ -230,10 +230,11 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_plot(args) -> int:
-    from bench.plot import plot_metric_vs_bits, plot_time_vs_metric
+    from bench.plot import figure_path, plot_metric_vs_bits, plot_time_vs_metric
 
-    _writable_output(args.output, "--output")
-    _writable_output(args.time_plot, "--time-plot")
+    for flag, path in (("--output", args.output), ("--time-plot", args.time_plot)):
+        if path:
+            _writable_output(str(figure_path(path)), flag)
     frame, metric = _load(args)
     try:
         print(f"wrote {plot_metric_vs_bits(frame, metric, args.output)}", file=sys.stderr)

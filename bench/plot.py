@@ -18,9 +18,28 @@ def _pyplot():
     return plt
 
 
+def figure_path(output: str | Path) -> Path:
+    """The file a figure is written to: ``output`` as given when its suffix is a format matplotlib
+    writes; with no suffix, ``.png`` added.
+
+    Raises `bench.errors.UsageError` for a suffix matplotlib cannot write (one line listing those it can).
+    """
+    from bench.errors import UsageError
+
+    output = Path(output)
+    formats = _pyplot().figure().canvas.get_supported_filetypes()
+    _pyplot().close("all")
+    if not output.suffix:
+        return output.with_name(output.name + ".png")
+    if output.suffix[1:].lower() not in formats:
+        raise UsageError(f"cannot write a figure as {output.name}: use one of the suffixes "
+                         f"{', '.join('.' + f for f in sorted(formats))}")
+    return output
+
+
 def _save(fig, output: str | Path) -> Path:
     fig.tight_layout()
-    output = Path(output)
+    output = figure_path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120)
     _pyplot().close(fig)

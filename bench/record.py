@@ -7,7 +7,8 @@ the same run exactly when these agree (`RunIdentity`):
 
 * ``method``: the registry name;
 * ``params``: the hyper-parameters as given (``get_params()``: what the user chose, ``n_bits`` and
-  ``seed`` included, before the method derives anything);
+  ``seed`` included, before the method derives anything), except those the method declares as
+  ``execution_params`` (where it runs: ``device``);
 * ``data``: a fingerprint of the bytes the method actually saw (`DataDigests`): every split's
   features, labels and indices, and the side inputs *this* method reads (ITQ beside LAGNH is the same
   run as ITQ alone);
@@ -77,6 +78,7 @@ TAG_METHOD = "hashbench.method"
 TAG_ERROR = "hashbench.error"              # the one-line message of a FAILED run
 TAG_FAILED_IN = "hashbench.failed_in"      # "method", "harness" or "record": whose fault a failure is
 TAG_HEARTBEAT = "hashbench.heartbeat"      # unix seconds, refreshed while a run or sweep is open
+TAG_HEARTBEAT_EVERY = "hashbench.heartbeat_every"  # seconds between the beats of the sweep that owns it
 LAYOUT_VERSION = "2"
 
 # MLflow's limits (mlflow.utils.validation): key length, parameter value length.

@@ -46,8 +46,8 @@ def load_runs(tracker: Tracker, experiment: str | None = None, sweep: str | None
     """FINISHED per-(method, bits, seed) runs as a frame; where a run was redone (``--force``) the
     latest of its run key counts.
 
-    ``experiment``: a ``dataset/protocol`` name (default: every experiment). ``sweep``: a parent run id
-    (or its first characters). ``code_versions``: ``"latest"`` (each setting at its latest code) or
+    ``experiment``: a ``dataset/protocol`` name (default: every experiment). ``sweep``: a sweep's run id
+    (or its first characters): the runs its table showed, reused runs of earlier sweeps included. ``code_versions``: ``"latest"`` (each setting at its latest code) or
     ``"all"``. Columns: experiment, run_id, sweep, run_key, start_time, method (the row label, see
     `label_configurations`), method_name, n_bits, seed, dataset, protocol, features, topk, config,
     setting, code, code_label, then one column per recorded metric.
@@ -63,8 +63,9 @@ def load_runs(tracker: Tracker, experiment: str | None = None, sweep: str | None
         if exp_id is None:
             known = ", ".join(tracker.experiment_names()) or "none"
             raise UsageError(f"no experiment {name!r} in {tracker.uri}; experiments there: {known}")
+        chosen = tracker.sweep_runs(exp_id, sweep) if sweep else None
         rows += [_row(run, name) for run in tracker.finished_runs(exp_id)
-                 if not sweep or run.data.tags.get("mlflow.parentRunId", "").startswith(sweep)]
+                 if chosen is None or run.info.run_id in chosen]
     frame = pd.DataFrame(rows)
     if frame.empty:
         where = f"experiment {experiment!r}" if experiment else "any experiment"
@@ -77,18 +78,23 @@ def label_configurations(frame: pd.DataFrame, code_versions: str = "latest") -> 
     """Give every configuration its own row label in ``method``.
 
     A method with several settings (hyper-parameters or data) in an experiment becomes
-    ``method#<setting>`` (6 hex of the setting key; its parameters are in MLflow). Each setting's
-    latest code (that of its most recent run) is kept; with ``code_versions="all"`` older code stays
-    too, labelled ``...@<code>`` (6 hex of the code fingerprint). ``code_label`` says ``latest`` or the
-    code's short hash.
+    ``method#<setting>`` (6 hex of the setting key; its parameters are in MLflow). Each setting keeps
+    its latest code (that of its most recent run); with ``code_versions="all"`` older code stays too.
+    A row whose code is not the newest code of its method in the experiment (an older code version,
+    or a setting last run before the method's code changed) is labelled ``...@<code>`` (6 hex of the
+    code fingerprint), so a reader always sees which rows ran on other code. ``code_label`` says
+    ``latest`` or that short hash.
     """
     frame = frame.copy()
     frame["method_name"] = frame["method"]
-    latest = frame.sort_values("start_time").groupby(["experiment", "setting"])["code"].last()
-    is_latest = [latest[(e, s)] == c for e, s, c in zip(frame["experiment"], frame["setting"], frame["code"])]
-    frame["code_label"] = ["latest" if ok else c[:6] for ok, c in zip(is_latest, frame["code"])]
+    ordered = frame.sort_values("start_time")
+    latest_of_setting = ordered.groupby(["experiment", "setting"])["code"].last()
     if code_versions == "latest":
-        frame = frame[is_latest].reset_index(drop=True)
+        keep = [latest_of_setting[(e, s)] == c for e, s, c in zip(frame["experiment"], frame["setting"], frame["code"])]
+        frame = frame[keep].reset_index(drop=True)
+    newest_of_method = ordered.groupby(["experiment", "method"])["code"].last()
+    newest = [newest_of_method[(e, m)] == c for e, m, c in zip(frame["experiment"], frame["method_name"], frame["code"])]
+    frame["code_label"] = ["latest" if ok else c[:6] for ok, c in zip(newest, frame["code"])]
     n_settings = frame.groupby(["experiment", "method_name"])["setting"].transform("nunique")
     several = n_settings > 1
     frame.loc[several, "method"] = frame.loc[several, "method_name"] + "#" + frame.loc[several, "setting"].str[:6]

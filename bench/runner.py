@@ -30,7 +30,7 @@ from bench.interrupts import critical, interrupts_deferred, shielded
 from bench.measure import peak_rss_mb, reset_peak_rss, timer
 from bench.prepare import Prepared, prepare
 from bench.sweep import Plan, PlannedRun, SweepSpec, side_inputs_needed, validate  # noqa: F401 (re-export)
-from bench.tracking import HEARTBEAT_EVERY, STALE_AFTER, Claim, Heartbeat, RunBundle, Tracker
+from bench.tracking import HEARTBEAT_EVERY, STALE_AFTER, SWEEP_RUNS, Claim, Heartbeat, RunBundle, Tracker
 
 
 @dataclass
@@ -219,7 +219,8 @@ class _SweepRecord:
             with critical():
                 run_id = self.tracker.start_run(exp_id, name, tags={
                     record.TAG_KIND: "sweep", record.TAG_LAYOUT: record.LAYOUT_VERSION,
-                    record.TAG_HEARTBEAT: f"{time.time():.3f}"})
+                    record.TAG_HEARTBEAT: f"{time.time():.3f}",
+                    record.TAG_HEARTBEAT_EVERY: f"{self.heartbeat.interval:g}"})
                 self._opened(run_id)
             bundle = RunBundle(experiment="", name=name, texts={
                 "sweep.json": json.dumps(record.plain(spec.as_dict()), indent=2, sort_keys=True)})
@@ -233,16 +234,21 @@ class _SweepRecord:
 
     def claim(self, exp_id: str, identity: record.RunIdentity, name: str, parent_id: str | None,
               reuse: bool, stale_after: float) -> Claim:
+        created: list[str] = []
         if self.online:
             try:
                 with critical():
                     claim = self.tracker.claim(exp_id, identity.run_key, name=name, tags=identity.tags(),
-                                               parent_id=parent_id, reuse=reuse, stale_after=stale_after)
+                                               parent_id=parent_id, reuse=reuse, stale_after=stale_after,
+                                               heartbeat_every=self.heartbeat.interval, opened=created)
                     if claim.outcome == "mine":
                         self._opened(claim.run_id)
                 return claim
             except Exception as exc:  # noqa: BLE001
                 self._went_offline(exc)
+        if created:  # the store failed after our claim was made: its id goes with the spooled result
+            self._opened(created[-1])
+            return Claim("mine", run_id=created[-1])
         return Claim("mine", run_id="")  # unclaimed: trained anyway, its result goes to the spool
 
     def write(self, run_id: str, bundle: RunBundle) -> None:
@@ -264,20 +270,22 @@ class _SweepRecord:
             if run_id:
                 self._closed(run_id)  # the sync closes this claim when it uploads the result
 
-    def close(self, run_id: str | None, status: str, metrics: dict[str, float] | None = None) -> None:
+    def close(self, run_id: str | None, status: str, metrics: dict[str, float] | None = None,
+              texts: dict[str, str] | None = None) -> None:
         if not run_id:
             return
         if self.online:
             try:
                 with critical():
                     self.tracker.write(run_id, RunBundle(experiment="", name="", metrics=dict(metrics or {}),
-                                                         status=status), done=self.done.get(run_id))
+                                                         texts=dict(texts or {}), status=status),
+                                       done=self.done.get(run_id))
                     self._closed(run_id)
                 return
             except Exception as exc:  # noqa: BLE001
                 self._went_offline(exc)
         with critical():
-            spool.save_close(self.tracker.uri, run_id, status, metrics)
+            spool.save_close(self.tracker.uri, run_id, status, metrics, texts)
             self._closed(run_id)
 
     def close_all(self, status: str) -> None:
@@ -312,7 +320,7 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
     if not stale_after > 0:
         raise UsageError(f"the staleness limit must be > 0 seconds, got {stale_after!r}")
     plan = validate(spec)
-    tracker = Tracker(tracking_uri).open()
+    tracker = Tracker(tracking_uri).check()  # reachable and writable, nothing created yet
     say(f"loading {spec.dataset} and computing features ...")
     with timer() as prep_t:
         prep = prepare(spec.dataset, protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
@@ -328,6 +336,7 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
     if overlap:
         say(f"warning: query overlap {overlap} (recorded as data.overlap.*)")
 
+    tracker.open()  # the data are good: a new store is created now
     env = environment()
     experiment = f"{spec.dataset}/{prep.protocol.name}"
     topk = prep.protocol.topk
@@ -353,8 +362,8 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
             parent_id = rec.start_sweep(exp_id, f"sweep-{spec.digest()[:8]}", sweep_layout, spec)
             for number, planned in enumerate(plan.runs, 1):
                 tag = f"[{number}/{len(plan.runs)}] {planned.method} {planned.n_bits} bits seed {planned.seed}"
-                identity = record.RunIdentity(planned.method, planned.params, fingerprints[planned.method],
-                                              code[planned.method][0])
+                identity = record.RunIdentity(planned.method, planned.identity_params,
+                                              fingerprints[planned.method], code[planned.method][0])
                 name = f"{planned.method}-{planned.n_bits}b-s{planned.seed}"
                 claim = rec.claim(exp_id, identity, name, parent_id, not spec.force, stale_after)
                 if claim.outcome != "mine":
@@ -378,7 +387,9 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
             counts = {f"runs_{s.lower()}": float(sum(r.status == s for r in results))
                       for s in ("FINISHED", "FAILED", "REUSED", "ELSEWHERE")}
             counts["runs_total"] = float(len(plan.runs))
-            rec.close(parent_id, "FAILED" if counts["runs_failed"] else "FINISHED", counts)
+            # the runs this sweep's table shows, reused ones included (`bench report --sweep` reads it)
+            used = json.dumps({"runs": [r.run_id for r in results if r.run_id and r.status != "ELSEWHERE"]})
+            rec.close(parent_id, "FAILED" if counts["runs_failed"] else "FINISHED", counts, {SWEEP_RUNS: used})
         except BaseException:
             # Ctrl-C, SIGTERM or a bug of the harness: nothing stays RUNNING.
             with shielded():

@@ -11,13 +11,15 @@ Entries:
 * ``{"kind": "run", "id", "uri", "claim_id", "bundle"}``: a finished (or failed) run; ``claim_id`` is
   the RUNNING run the sweep had claimed for it in the store (None when the store was unreachable
   before the claim).
-* ``{"kind": "close", "id", "uri", "run_id", "status", "metrics"}``: a run (a sweep, a claim) to close.
+* ``{"kind": "close", "id", "uri", "run_id", "status", "metrics", "texts"}``: a run (a sweep, a claim)
+  to close, with what to log first.
 
 `sync` uploads run entries as new runs tagged ``hashbench.spool_id`` = the entry id, closes their
 claims as KILLED (superseded), applies close entries, and moves each entry to ``done/`` once it is in
-the store. An entry already uploaded (its spool id is in the store) or whose run key already has a
-FINISHED run there is not uploaded again, so a re-sync, or a sync interrupted and redone, is a no-op
-for what already landed.
+the store. An entry already uploaded (a run with its spool id and its final status is in the store) or
+whose run key already has a FINISHED run there is not uploaded again, so a re-sync, or a sync
+interrupted and redone, is a no-op for what already landed; an upload that was cut short (its run is
+still RUNNING) is withdrawn and done again.
 """
 from __future__ import annotations
 
@@ -67,12 +69,13 @@ def save_run(uri: str, bundle: RunBundle, claim_id: str | None) -> Path:
     return path
 
 
-def save_close(uri: str, run_id: str, status: str, metrics: dict[str, float] | None = None) -> Path:
-    """Remember to close run ``run_id`` with ``status`` (and log ``metrics`` first)."""
+def save_close(uri: str, run_id: str, status: str, metrics: dict[str, float] | None = None,
+               texts: dict[str, str] | None = None) -> Path:
+    """Remember to close run ``run_id`` with ``status`` (and log ``metrics`` and artifacts ``texts`` first)."""
     entry_id = uuid.uuid4().hex
     path = spool_dir(uri) / f"{entry_id}.json"
     _write_atomic(path, {"kind": "close", "id": entry_id, "uri": uri, "run_id": run_id, "status": status,
-                         "metrics": dict(metrics or {})})
+                         "metrics": dict(metrics or {}), "texts": dict(texts or {})})
     return path
 
 
@@ -145,7 +148,14 @@ def _run_state(tracker: Tracker, run_id: str | None):
 def _upload_run(tracker: Tracker, entry: dict) -> bool:
     bundle = RunBundle.from_dict(entry["bundle"])
     exp_id = tracker.experiment_id(bundle.experiment)
-    already = tracker.client.search_runs([exp_id], f"tags.`{TAG_SPOOL_ID}` = '{entry['id']}'", max_results=1)
+    already = []
+    for run in tracker.client.search_runs([exp_id], f"tags.`{TAG_SPOOL_ID}` = '{entry['id']}'"):
+        if run.info.status == bundle.status:
+            already.append(run)
+        else:  # an upload cut short (the store failed again mid-way): withdrawn and done again
+            if run.info.status == "RUNNING":
+                tracker.finish(run.info.run_id, "KILLED")
+            tracker.client.delete_run(run.info.run_id)
     run_key = bundle.tags.get(TAG_RUN_KEY)
     if not already and run_key and bundle.status == "FINISHED":
         already = [r for r in [tracker.find_finished(exp_id, run_key)] if r is not None]
@@ -167,9 +177,6 @@ def _apply_close(tracker: Tracker, entry: dict) -> int:
     run = _run_state(tracker, entry["run_id"])
     if run is None or run.info.status != "RUNNING":
         return 0
-    if entry.get("metrics"):
-        tracker.write(run.info.run_id, RunBundle(experiment="", name="", metrics=entry["metrics"],
-                                                 status=entry["status"]))
-    else:
-        tracker.finish(run.info.run_id, entry["status"])
+    tracker.write(run.info.run_id, RunBundle(experiment="", name="", metrics=entry.get("metrics", {}),
+                                             texts=entry.get("texts", {}), status=entry["status"]))
     return 1

@@ -61,9 +61,10 @@ class SweepSpec:
         negative = [s for s in self.seeds if s < 0]
         if negative:
             raise UsageError(f"seeds must be integers >= 0, got {negative}")
-        duplicates = sorted({m for m in self.methods if self.methods.count(m) > 1})
-        if duplicates:
-            raise UsageError(f"--methods names {duplicates} more than once")
+        for flag, values in (("--methods", self.methods), ("--bits", self.bits), ("--seeds", self.seeds)):
+            duplicates = sorted({v for v in values if values.count(v) > 1})
+            if duplicates:  # a repeated seed would be one run counted twice in every mean
+                raise UsageError(f"{flag} names {', '.join(map(str, duplicates))} more than once")
         unknown = sorted(set(self.overrides) - set(self.methods))
         if unknown:
             raise UsageError(f"--param names method(s) {unknown} that are not in --methods {list(self.methods)}")
@@ -84,6 +85,11 @@ class PlannedRun:
     n_bits: int
     seed: int
     params: dict[str, Any]
+
+    @property
+    def identity_params(self) -> dict[str, Any]:
+        """The hyper-parameters that determine the result: all but the method's ``execution_params``."""
+        return {k: v for k, v in self.params.items() if k not in self.cls.execution_params}
 
 
 @dataclass(frozen=True)
@@ -168,11 +174,16 @@ def parse_int_list(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+_PYTHON_WORDS = {"true": True, "false": False, "none": None}
+
+
 def _json_or_text(raw: str) -> Any:
+    """A command-line value: JSON when it parses (numbers, true/false, null, lists), Python's spellings
+    True/False/None (any case) as what they say, else the text itself."""
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
-        return raw
+        return _PYTHON_WORDS.get(raw.strip().lower(), raw)
 
 
 def parse_data_options(items: list[str] | None, flag: str = "--data-option") -> dict[str, Any]:

@@ -14,7 +14,8 @@ never left half-migrated.
 Retries against a tracking server are bounded: unless the user set them, MLflow's documented
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``_BACKOFF_FACTOR`` / ``_TIMEOUT`` are set to 5 retries, factor
 2 and 30 s (about a minute of retrying, which bridges a server restart); MLflow's own defaults retry
-for about four minutes.
+for about four minutes. The first contact (`Tracker.open`) is one try of at most 5 s. MLflow's "View
+run" lines on stdout are switched off (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``) unless set.
 """
 from __future__ import annotations
 
@@ -30,10 +31,15 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from bench.errors import UsageError
-from bench.record import TAG_HEARTBEAT, TAG_KIND, TAG_RUN_KEY, Layout
+from bench.record import TAG_HEARTBEAT, TAG_HEARTBEAT_EVERY, TAG_KIND, TAG_RUN_KEY, Layout
 
 STALE_AFTER = 300.0  # seconds without a heartbeat after which a RUNNING run is taken to be dead
 HEARTBEAT_EVERY = 15.0
+# A run is dead only once it has missed this many of *its own* beats as well: a sweep started with a
+# short --stale-after never takes over a live claim of a sweep that beats every 15 s.
+MISSED_BEATS = 3
+
+SWEEP_RUNS = "runs.json"  # artifact of a sweep: the ids of the runs its table shows, reused ones included
 
 # MLflow's documented settings (mlflow.environment_variables), set only where the user has not.
 HTTP_RETRY_DEFAULTS = {
@@ -41,9 +47,12 @@ HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-# For the first contact only: a closed port or a wrong host is reported in seconds, not minutes.
-HTTP_PROBE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# For the first contact only: one try of at most 5 s, so a closed port, a wrong host or a server that
+# accepts connections but never answers is reported in seconds, not minutes.
+HTTP_PROBE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+# MLflow prints "View run ... at: URL" on stdout for every run on a server; stdout carries tables only.
+QUIET_DEFAULTS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -126,7 +135,7 @@ class Tracker:
     def __init__(self, uri: str | None = None):
         self.uri = resolve_tracking_uri(uri)
         if is_http(self.uri):
-            for key, value in HTTP_RETRY_DEFAULTS.items():
+            for key, value in {**HTTP_RETRY_DEFAULTS, **QUIET_DEFAULTS}.items():
                 os.environ.setdefault(key, value)
         self._client = None
 
@@ -156,6 +165,8 @@ class Tracker:
             self._check_sqlite_path(path, create)
             if create:
                 self._create_sqlite_schema(path)
+            elif not path.is_file():
+                raise UsageError(f"there is no MLflow store at {path}")
         # Another program (mlflow ui, a plain MlflowClient) may be creating a new sqlite store's schema
         # right now without our lock: its tables appear within seconds, so those errors are retried.
         deadline = time.monotonic() + (10.0 if path is not None else 0.0)
@@ -176,25 +187,46 @@ class Tracker:
                 raise UsageError(f"cannot use the MLflow store {self.uri}: {_first_line(exc)}") from None
 
     @staticmethod
-    def _check_sqlite_path(path: Path, create: bool) -> None:
+    def _check_sqlite_path(path: Path, create: bool) -> Path:
+        """Refuse a sqlite path that cannot be a file (returns the nearest existing folder above it);
+        with ``create``, make its folders and an empty file."""
         where = f"the MLflow store {path}"
+        nearest = None
         for parent in [path.parent, *path.parent.parents]:
             if parent.exists():
                 if not parent.is_dir():
                     raise UsageError(f"cannot create {where}: {parent} is not a folder")
+                nearest = parent
                 break
         if path.is_dir():
             raise UsageError(f"{where} is a folder; give a file path (sqlite:///path/to/mlflow.db)")
-        if not create:
-            if not path.is_file():
-                raise UsageError(f"there is no MLflow store at {path}")
-            return
+        if create:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "ab"):
+                    pass
+            except OSError as exc:
+                raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
+        return nearest
+
+    def check(self) -> "Tracker":
+        """What `open` checks, without creating anything: a sqlite store that does not exist yet is
+        left uncreated (its folder must accept a file: one is made and removed); an existing store or
+        a server is opened and probed. For a sweep, before its data is prepared, so that a command that
+        fails on its data leaves no new store behind.
+
+        Raises `UsageError` (one line) as `open`."""
+        path = sqlite_path(self.uri)
+        if path is None or (path.is_file() and path.stat().st_size > 0):
+            return self.open(create=False)
+        nearest = self._check_sqlite_path(path, create=False)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "ab"):
-                pass
+            fd, probe = tempfile.mkstemp(dir=nearest, prefix=".hashbench-write-check-")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
-            raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot write the MLflow store {path}: {exc.strerror or exc}") from None
+        return self
 
     def _create_sqlite_schema(self, path: Path) -> None:
         """Give an empty sqlite file MLflow's schema, atomically: migrate a private temporary file, then
@@ -294,14 +326,17 @@ class Tracker:
 
     # --------------------------------------------------------------- claims
     def claim(self, experiment_id: str, run_key: str, *, name: str, tags: Mapping[str, str],
-              parent_id: str | None, reuse: bool, stale_after: float = STALE_AFTER) -> "Claim":
+              parent_id: str | None, reuse: bool, stale_after: float = STALE_AFTER,
+              heartbeat_every: float = HEARTBEAT_EVERY, opened: list[str] | None = None) -> "Claim":
         """Take a configuration for this sweep, or say why not (see `Claim`).
 
-        A finished run of ``run_key`` is reused when ``reuse``. A RUNNING run of the key whose heartbeat
-        is younger than ``stale_after`` seconds is a live claim of another sweep; an older one is dead
-        (its sweep was killed): it is closed as KILLED and the configuration taken over. Two sweeps that
-        claim at once both create a run, then both look again: the earlier claim (start time, then
-        run id) wins, the other deletes its claim. A claim never closes another live claim.
+        A finished run of ``run_key`` is reused when ``reuse``. A RUNNING run of the key is a live claim
+        of another sweep unless it is stale (`is_stale`): then its sweep died, it is closed as KILLED and
+        the configuration taken over. Two sweeps that claim at once both create a run, then both look
+        again: the earlier claim (start time, then run id) wins, the other closes and deletes its claim.
+        A claim never closes another live claim. The new claim carries a heartbeat and the interval
+        ``heartbeat_every`` at which its owner will refresh it; its id is appended to ``opened`` as soon
+        as it exists (and removed if it is given up), so a caller whose store fails mid-claim knows it.
         """
         for _ in range(20):
             if reuse:
@@ -312,23 +347,34 @@ class Tracker:
             if live:
                 return Claim("elsewhere", run=live[0])
             mine = self.client.create_run(experiment_id, run_name=name, tags={
-                **tags, TAG_HEARTBEAT: f"{time.time():.3f}", **({"mlflow.parentRunId": parent_id} if parent_id else {})})
+                **tags, TAG_HEARTBEAT: f"{time.time():.3f}", TAG_HEARTBEAT_EVERY: f"{heartbeat_every:g}",
+                **({"mlflow.parentRunId": parent_id} if parent_id else {})})
             my_id, my_start = mine.info.run_id, mine.info.start_time
+            if opened is not None:
+                opened.append(my_id)
             if reuse:
                 finished = self.find_finished(experiment_id, run_key)
                 if finished is not None:
-                    self.client.delete_run(my_id)
+                    self._give_up(my_id, opened)
                     return Claim("reuse", run=finished)
             others = [r for r in self._live_claims(experiment_id, run_key, stale_after) if r.info.run_id != my_id]
             if not others:
                 return Claim("mine", run_id=my_id)
             earlier = [r for r in others if r.info.start_time < my_start]
-            self.client.delete_run(my_id)
+            self._give_up(my_id, opened)
             if earlier:
                 return Claim("elsewhere", run=min(earlier, key=lambda r: (r.info.start_time, r.info.run_id)))
             # claims made in the same millisecond: every party yields and tries again after a random wait
             time.sleep(random.uniform(0.05, 0.5))
         raise UsageError(f"could not claim run {run_key[:12]} in {self.uri}: too many concurrent claims")
+
+    def _give_up(self, run_id: str, opened: list[str] | None) -> None:
+        """Withdraw a claim that lost: closed first (so nothing RUNNING remains, deleted or not), then
+        deleted, since it holds no result."""
+        self.finish(run_id, "KILLED")
+        self.client.delete_run(run_id)
+        if opened is not None and run_id in opened:
+            opened.remove(run_id)
 
     def _live_claims(self, experiment_id: str, run_key: str, stale_after: float) -> list:
         running = self.client.search_runs(
@@ -337,7 +383,7 @@ class Tracker:
         now = time.time()
         live = []
         for run in running:
-            if now - heartbeat_of(run) > stale_after:
+            if is_stale(run, stale_after, now):
                 self.close_stale(run)
             else:
                 live.append(run)
@@ -349,14 +395,13 @@ class Tracker:
         self.finish(run.info.run_id, "KILLED")
 
     def reap_stale(self, experiment_id: str, stale_after: float = STALE_AFTER) -> int:
-        """Close every RUNNING hashbench run or sweep of an experiment whose heartbeat is older than
-        ``stale_after`` seconds; return how many."""
+        """Close every stale (`is_stale`) RUNNING hashbench run or sweep of an experiment; return how many."""
         now, count, token = time.time(), 0, None
         while True:
             page = self.client.search_runs(
                 [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000, page_token=token)
             for run in page:
-                if TAG_KIND in run.data.tags and now - heartbeat_of(run) > stale_after:
+                if TAG_KIND in run.data.tags and is_stale(run, stale_after, now):
                     self.close_stale(run)
                     count += 1
             token = page.token
@@ -373,6 +418,28 @@ class Tracker:
             order_by=["attributes.start_time DESC"],
         )
         return runs[0] if runs else None
+
+    def sweep_runs(self, experiment_id: str, prefix: str) -> set[str]:
+        """Ids of the runs of the sweeps whose run id starts with ``prefix``: those each sweep listed in
+        its ``runs.json`` (reused runs of other sweeps included) and those nested under it.
+
+        Raises `UsageError` when no sweep of the experiment has such an id."""
+        sweeps = [r for r in self.client.search_runs([experiment_id], f"tags.`{TAG_KIND}` = 'sweep'", max_results=5000)
+                  if r.info.run_id.startswith(prefix)]
+        if not sweeps:
+            raise UsageError(f"no sweep whose id starts with {prefix!r} in this experiment")
+        ids: set[str] = set()
+        for sweep in sweeps:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    path = self.client.download_artifacts(sweep.info.run_id, SWEEP_RUNS, tmp)
+                    ids.update(json.loads(Path(path).read_text())["runs"])
+                except Exception:  # noqa: BLE001 -- sweeps recorded before runs.json existed, or cut short
+                    pass
+            nested = self.client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'",
+                                             max_results=5000)
+            ids.update(r.info.run_id for r in nested)
+        return ids
 
     def finished_runs(self, experiment_id: str) -> Iterator[Any]:
         """Every FINISHED per-(method, bits, seed) run of an experiment, oldest first, page by page."""
@@ -436,6 +503,19 @@ def heartbeat_of(run) -> float:
         return float(run.data.tags[TAG_HEARTBEAT])
     except (KeyError, ValueError):
         return run.info.start_time / 1000.0
+
+
+def is_stale(run, stale_after: float, now: float | None = None) -> bool:
+    """Whether a RUNNING run's sweep is dead: no heartbeat for ``stale_after`` seconds *and* for
+    `MISSED_BEATS` of the run's own beat intervals (tag ``hashbench.heartbeat_every``; 15 s for runs
+    that do not say), whichever is longer. A live sweep beats every interval, so its runs are never
+    stale, whatever limit the sweep looking at them was given."""
+    try:
+        every = float(run.data.tags.get(TAG_HEARTBEAT_EVERY, HEARTBEAT_EVERY))
+    except ValueError:
+        every = HEARTBEAT_EVERY
+    age = (time.time() if now is None else now) - heartbeat_of(run)
+    return age > max(stale_after, MISSED_BEATS * every)
 
 
 class Heartbeat:

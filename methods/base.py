@@ -100,6 +100,9 @@ class Hasher:
     * ``reference``: the paper the method follows.
     * ``conformance_params``: small hyper-parameters (e.g. few epochs) with which the conformance check
       (`methods.testing`) exercises the method quickly; never used for real runs.
+    * ``execution_params``: hyper-parameters that choose where the computation runs, not what it
+      computes (``("device",)``). A harness records them but leaves them out of a run's identity, so
+      ``device="cpu"`` and ``device="auto"`` on a machine without a GPU are the same run.
     * ``_parameter_constraints``: hyper-parameter name -> list of allowed values in scikit-learn's
       format (a value is valid when it satisfies one of them; vocabulary in `methods.constraints`).
       A class declares only its own hyper-parameters; when the class is created, those of its bases
@@ -134,6 +137,7 @@ class Hasher:
     batch_dependent: ClassVar[bool] = False
     reference: ClassVar[str] = ""
     conformance_params: ClassVar[dict[str, Any]] = {}
+    execution_params: ClassVar[tuple[str, ...]] = ()
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_bits": [Interval(Integral, 1, 1024, closed="both")],
         "seed": [Interval(Integral, 0, None, closed="left")],

@@ -115,6 +115,7 @@ class DeepBit(Hasher):
         "K. Lin, J. Lu, C.-S. Chen, J. Zhou, Learning Compact Binary Descriptors with Unsupervised Deep "
         "Neural Networks, CVPR 2016 (code: github.com/kevinlin311tw/cvpr16-deepbit)"
     )
+    execution_params = ("device",)
     conformance_params = {"stage1_epochs": 2.0, "stage1_step_epochs": 1.0, "stage2_epochs": 1.0}
     _parameter_constraints = {
         "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],

@@ -157,6 +157,7 @@ class LAGNH(Hasher):
         "Network Hashing for Scalable Image Retrieval, ACM MM 2021, pp. 1432-1440 (arXiv 2108.03914)"
     )
     # Small settings for methods.testing's conformance checks.
+    execution_params = ("device",)
     conformance_params = {
         "epochs": 2, "batch_size": 150, "g_steps": 1, "hidden": 32, "embed_dim": 16, "n_anchors": 40, "device": "cpu",
     }

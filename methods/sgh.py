@@ -112,6 +112,7 @@ class SGH(Hasher):
         "B. Dai, R. Guo, S. Kumar, N. He, L. Song, Stochastic Generative Hashing, ICML 2017 "
         "(code: github.com/doubling/Stochastic_Generative_Hashing)"
     )
+    execution_params = ("device",)
     conformance_params = {"epochs": 10.0, "halve_every_epochs": 4.0}
     _parameter_constraints = {
         "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],

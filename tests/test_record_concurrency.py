@@ -69,10 +69,14 @@ def _bench(args: list[str], env: dict, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
-def _all_runs(uri: str):
+def _all_runs(uri: str, *, deleted: bool = False):
+    """Every run of every experiment of the store (with ``deleted``: withdrawn claims too)."""
+    from mlflow.entities import ViewType
+
     client = MlflowClient(uri)
     ids = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(ids, "") if ids else []
+    view = ViewType.ALL if deleted else ViewType.ACTIVE_ONLY
+    return client.search_runs(ids, "", run_view_type=view) if ids else []
 
 
 def _configs(runs) -> Counter:
@@ -115,7 +119,7 @@ def test_three_sweeps_at_once_on_a_new_store_each_configuration_once(tmp_path, e
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix in (".lock", ".new")] == []
     configs = _configs(runs)
     assert len(configs) == 3 * 3 * 2 and set(configs.values()) == {1}, configs
-    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert not [r for r in _all_runs(uri, deleted=True) if r.info.status == "RUNNING"]  # lost claims closed too
     assert sum(r.data.tags.get("hashbench.kind") == "sweep" for r in runs) == 3
     # an identical sweep afterwards reuses everything
     again = _bench(args, env)
@@ -167,6 +171,25 @@ def test_a_sweep_killed_with_sigkill_is_taken_over_after_the_staleness_limit(tmp
     assert all("hashbench.closed_as_stale" in r.data.tags for r in killed)
 
 
+def test_a_short_staleness_limit_never_closes_a_claim_that_beats_on_its_own_schedule(tracking_uri):
+    """A sweep started with --stale-after 5 meets the claim of a sweep beating every 15 s, 10 s after its
+    last beat: alive (it has not missed its own beats), so it is not closed and not taken over."""
+    from bench.tracking import Tracker, is_stale
+
+    tracker = Tracker(tracking_uri).open()
+    exp = tracker.experiment_id("x/y")
+    tags = {"hashbench.kind": "run", "hashbench.run_key": "k", "hashbench.heartbeat_every": "15"}
+    live = tracker.client.create_run(exp, tags={**tags, "hashbench.heartbeat": f"{time.time() - 10:.3f}"})
+    claim = tracker.claim(exp, "k", name="n", tags=tags, parent_id=None, reuse=True, stale_after=5,
+                          heartbeat_every=1.0)
+    assert claim.outcome == "elsewhere" and claim.run.info.run_id == live.info.run_id
+    assert tracker.reap_stale(exp, stale_after=5) == 0
+    assert tracker.client.get_run(live.info.run_id).info.status == "RUNNING"
+    run = tracker.client.get_run(live.info.run_id)
+    assert not is_stale(run, 5, now=time.time()) and is_stale(run, 5, now=time.time() + 36)
+    assert is_stale(run, 300, now=time.time() + 301) and not is_stale(run, 300, now=time.time() + 200)
+
+
 def test_a_claim_with_a_fresh_heartbeat_is_never_closed(tracking_uri):
     from bench.tracking import Tracker
 
@@ -180,7 +203,8 @@ def test_a_claim_with_a_fresh_heartbeat_is_never_closed(tracking_uri):
     assert tracker.reap_stale(exp, stale_after=60) == 0
     assert tracker.client.get_run(live).info.status == "RUNNING"
     old = tracker.client.create_run(exp, tags={"hashbench.kind": "run", "hashbench.run_key": "k2",
-                                               "hashbench.heartbeat": f"{time.time() - 120:.3f}"}).info.run_id
+                                               "hashbench.heartbeat": f"{time.time() - 120:.3f}",
+                                               "hashbench.heartbeat_every": "15"}).info.run_id
     mine = tracker.claim(exp, "k2", name="n", tags={"hashbench.kind": "run", "hashbench.run_key": "k2"},
                          parent_id=None, reuse=True, stale_after=60)
     assert mine.outcome == "mine" and tracker.client.get_run(old).info.status == "KILLED"
@@ -385,3 +409,58 @@ def test_a_sync_that_fails_part_way_stops_and_keeps_the_rest(tmp_path, monkeypat
     assert len(spool.pending(tracking_uri)) == 2
     monkeypatch.setattr(spool, "_upload_run", real)
     assert spool.sync(tracking_uri).uploaded == 2 and spool.pending(tracking_uri) == []
+
+
+def test_an_upload_cut_short_is_withdrawn_and_done_again(tmp_path, monkeypatch, tracking_uri):
+    """The store fails right after sync created a run: the next sync must not take that empty RUNNING
+    run for the upload (that lost the results), but withdraw it and upload again."""
+    from bench import spool
+    from bench.tracking import RunBundle, Tracker
+
+    monkeypatch.setenv("HASHBENCH_DATA", str(tmp_path / "cache"))
+    bundle = RunBundle(experiment="e/p", name="r", tags={"hashbench.kind": "run", "hashbench.run_key": "k9"},
+                       params={"method": "lsh"}, metrics={"map_at_100": 0.25}, status="FINISHED")
+    spool.save_run(tracking_uri, bundle, claim_id=None)
+
+    def store_dies(self, run_id, bundle, done=None):
+        raise ConnectionError("server gone after the run was created")
+
+    real = Tracker.write
+    monkeypatch.setattr(Tracker, "write", store_dies)
+    assert spool.sync(tracking_uri).left == 1
+    assert [r.info.status for r in _all_runs(tracking_uri)] == ["RUNNING"]
+    monkeypatch.setattr(Tracker, "write", real)
+    report = spool.sync(tracking_uri)
+    assert (report.uploaded, report.already_there, report.left) == (1, 0, 0)
+    (run,) = _all_runs(tracking_uri)
+    assert run.info.status == "FINISHED" and run.data.metrics["map_at_100"] == 0.25
+    assert not [r for r in _all_runs(tracking_uri, deleted=True) if r.info.status == "RUNNING"]
+
+
+def test_a_store_failing_inside_a_claim_leaves_the_claim_to_the_sync(tmp_path, monkeypatch, tracking_uri, capsys):
+    """The claim was created, then the store failed before the sweep learnt its id: the spooled result
+    names the claim, and the sync closes it, so nothing stays RUNNING beside the uploaded result."""
+    from bench import spool
+    from bench.cli import main
+    from bench.tracking import Tracker
+
+    monkeypatch.setenv("HASHBENCH_DATA", str(tmp_path / "cache"))
+    real = Tracker._live_claims
+    calls = []
+
+    def fails_after_create(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the look after creating our claim
+            raise ConnectionError("server gone mid-claim")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Tracker, "_live_claims", fails_after_create)
+    status = main(["run", "--methods", "lsh", *DIGITS, "--bits", "8", "--tracking-uri", tracking_uri])
+    assert status == 1 and "python -m bench sync" in capsys.readouterr().err
+    monkeypatch.setattr(Tracker, "_live_claims", real)
+    (entry,) = [p for p in spool.pending(tracking_uri) if '"kind": "run"' in p.read_text()]
+    assert '"claim_id": null' not in entry.read_text()
+    assert main(["sync", "--tracking-uri", tracking_uri]) == 0
+    runs = _all_runs(tracking_uri)
+    assert _configs(runs) == Counter({("lsh", "8", "0"): 1})
+    assert not [r for r in runs if r.info.status == "RUNNING"]

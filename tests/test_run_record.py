@@ -155,6 +155,41 @@ def test_changed_code_is_a_new_run_and_reports_show_the_latest_code(tmp_path, mo
     assert f"{newest:.4f}" in out
 
 
+def test_a_setting_last_run_on_older_code_is_labelled_with_its_code(tmp_path, monkeypatch, tracking_uri):
+    """Two settings of one method; the code changes and only one setting is run again: the default table
+    keeps the other at its (older) code and says so with the code's hash."""
+    import importlib
+    import sys
+
+    source = PLUGIN_SOURCE.replace("drifting-for-test", "drift2-for-test").replace(
+        "_parameter_constraints = {{}}", "_parameter_constraints = {{'scale': [float]}}").replace(
+        "    def _fit(self, X):", "    def __init__(self, n_bits, *, seed=0, scale=1.0):\n"
+        "        super().__init__(n_bits, seed=seed)\n        self.scale = scale\n\n    def _fit(self, X):")
+    module = tmp_path / "drift_plugin2.py"
+    module.write_text(source.format(shift=0))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("drift_plugin2")
+    args = ["run", "--methods", "drift2-for-test", *DIGITS, "--bits", "8", "--tracking-uri", tracking_uri]
+    try:
+        assert main(args) == 0
+        assert main(args + ["--param", "drift2-for-test.scale=2.0"]) == 0  # a second setting, old code
+        module.write_text(source.format(shift=1))
+        del sys.modules["drift_plugin2"]
+        _REGISTRY.pop("drift2-for-test")
+        importlib.import_module("drift_plugin2")
+        assert main(args) == 0  # only the first setting runs on the new code
+    finally:
+        _REGISTRY.pop("drift2-for-test", None)
+    runs = sorted(_runs(tracking_uri), key=lambda r: r.info.start_time)
+    old_code, new_code = runs[0].data.params["code.fingerprint"], runs[2].data.params["code.fingerprint"]
+    assert old_code != new_code
+    frame = load_runs(Tracker(tracking_uri), "digits/digits")
+    labels = dict(zip(frame["run_id"], frame["method"]))
+    assert len(labels) == 2 and runs[0].info.run_id not in labels
+    assert labels[runs[2].info.run_id].startswith("drift2-for-test#") and "@" not in labels[runs[2].info.run_id]
+    assert labels[runs[1].info.run_id].endswith(f"@{old_code[:6]}")
+
+
 # ------------------------------------------------------------------------------------ 3. values overwritten
 class _Colliding(Hasher):
     name = "colliding-for-test"
@@ -247,6 +282,8 @@ def test_names_that_clash_after_cleaning_fail_that_run_only(tracking_uri, plugin
     (["--methods", "itq", "--data-root", "/tmp"], "data_root"),
     (["--methods", "itq", "--param", "itq.seed=3"], "set by --bits/--seeds"),
     (["--methods", "itq,itq"], "more than once"),
+    (["--methods", "itq", "--seeds", "0,0,1"], "--seeds names 0 more than once"),
+    (["--methods", "itq", "--bits", "8,16,8"], "--bits names 8 more than once"),
     (["--methods", "itq", "--feature-option", "input_size=64"], "input_size"),
 ])
 def test_bad_commands_exit_2_before_anything_is_recorded(tracking_uri, capsys, monkeypatch, args, expected):
@@ -293,7 +330,22 @@ def test_http_retries_are_bounded_unless_the_user_sets_them(monkeypatch):
     # urllib3 sleeps factor * 2**(k-1) before retry k >= 2: the total wait is bounded by about a minute
     assert retries <= 5 and sum(factor * 2 ** (k - 1) for k in range(2, retries + 1)) <= 70
     assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 7  # the user's setting wins
-    assert int(tracking.HTTP_PROBE["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) <= 1
+    assert int(tracking.HTTP_PROBE["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) == 0
+    assert int(tracking.HTTP_PROBE["MLFLOW_HTTP_REQUEST_TIMEOUT"]) <= 5
+
+
+def test_a_server_that_accepts_but_never_answers_is_refused_before_any_feature(monkeypatch, capsys):
+    """(How long it takes is measured by hand, not here: one try of at most 5 s, see HTTP_PROBE.)"""
+    import bench.prepare
+
+    monkeypatch.setattr(bench.prepare, "load_dataset", lambda *a, **k: pytest.fail("data prepared"))
+    with socket.socket() as silent:  # listens, never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        status = main(["run", "--methods", "itq", *DIGITS, "--tracking-uri", uri])
+    err = capsys.readouterr().err
+    assert status == 2 and "cannot reach the MLflow tracking server" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("make_uri", [
@@ -373,10 +425,11 @@ def test_queries_listed_in_the_database_are_refused_with_a_count(tiny_images, tr
     (tiny_images / "database.txt").write_text(lines)
     args = ["run", "--methods", "itq", "--dataset", "listfile", "--data-root", str(tiny_images), "--features",
             "pixels", "--bits", "4", "--tracking-uri", tracking_uri]
-    assert main(args) == 2
+    fresh = tiny_images.parent / "never-created.db"
+    assert main(args[:-1] + [f"sqlite:///{fresh}"]) == 2
     err = capsys.readouterr().err
     assert "4 of 4 queries" in err and "--allow-query-overlap" in err and "Traceback" not in err
-    assert _runs(tracking_uri, kind=None) == []
+    assert not fresh.exists()  # refused on its data: no store left behind
     assert main(args + ["--allow-query-overlap"]) == 0
     (run,) = _runs(tracking_uri)
     assert run.data.params["data.overlap.query_in_database"] == "4"
@@ -527,3 +580,58 @@ def test_a_run_is_reused_whatever_side_inputs_other_methods_needed(tiny_images, 
     assert "identical finished run" in capsys.readouterr().err
     itq = [r for r in _runs(tracking_uri) if r.data.params["method"] == "itq"]
     assert len(itq) == 1 and not any(k.startswith("side.") for k in itq[0].data.params)
+
+
+@pytest.mark.parametrize("text, value", [("False", False), ("true", True), ("TRUE", True), ("None", None),
+                                         ("null", None), ("3", 3), ("2.5", 2.5), ("[1, 2]", [1, 2]), ("abc", "abc")])
+def test_command_line_values_read_python_and_json_spellings(text, value):
+    from bench.sweep import parse_data_options
+
+    assert parse_data_options([f"check_images={text}"]) == {"check_images": value}
+
+
+def test_where_a_method_runs_is_not_part_of_its_identity(tracking_uri, capsys):
+    """``device`` chooses where SGH computes, not what: ``cpu`` reuses the ``auto`` run of a CPU machine,
+    and the record still says what was given and what was used."""
+    small = ["--param", "sgh.epochs=2"]
+    args = ["run", "--methods", "sgh", *DIGITS, "--bits", "8", "--tracking-uri", tracking_uri, *small]
+    assert main(args) == 0
+    assert main(args + ["--param", "sgh.device=cpu"]) == 0
+    assert "reused" in capsys.readouterr().err
+    (run,) = _runs(tracking_uri)
+    assert run.data.params["hp.device"] == "auto" and run.data.params["resolved.device"] in ("cpu", "cuda", "cuda:0")
+
+
+def test_execution_params_name_real_parameters():
+    from methods import get_method, method_names
+
+    for name in method_names():
+        cls = get_method(name)
+        assert set(cls.execution_params) <= set(cls._parameter_constraints), name
+
+
+def test_plot_outputs_refuse_unknown_formats_and_say_where_they_wrote(tmp_path, tracking_uri, capsys):
+    assert main(["run", "--methods", "lsh", *DIGITS, "--bits", "8,16", "--tracking-uri", tracking_uri]) == 0
+    capsys.readouterr()
+    assert main(["plot", "--tracking-uri", tracking_uri, "--output", str(tmp_path / "x.xyz")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write a figure as x.xyz" in err and ".png" in err and "Traceback" not in err
+    assert main(["plot", "--tracking-uri", tracking_uri, "--output", str(tmp_path / "noext")]) == 0
+    assert f"wrote {tmp_path / 'noext.png'}" in capsys.readouterr().err
+    assert (tmp_path / "noext.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["report", "--tracking-uri", tracking_uri, "--output", str(tmp_path / "newdir") + "/"]) == 2
+    assert "is a folder" in capsys.readouterr().err and not (tmp_path / "newdir").exists()
+
+
+def test_report_of_a_sweep_shows_the_runs_it_reused(tracking_uri, capsys):
+    args = ["run", "--methods", "lsh", *DIGITS, "--bits", "8", "--tracking-uri", tracking_uri]
+    assert main(args) == 0
+    assert main(args + ["--bits", "8,16"]) == 0  # reuses lsh 8, trains lsh 16
+    err = capsys.readouterr().err
+    second = err.strip().splitlines()[-1].rsplit("sweep ", 1)[1]
+    frame = load_runs(Tracker(tracking_uri), "digits/digits", sweep=second[:8])
+    assert sorted(frame["n_bits"]) == [8, 16]
+    first_only = [r for r in _runs(tracking_uri, kind="sweep") if r.info.run_id != second][0].info.run_id
+    assert sorted(load_runs(Tracker(tracking_uri), "digits/digits", sweep=first_only)["n_bits"]) == [8]
+    assert main(["report", "--tracking-uri", tracking_uri, "--sweep", "nosuchsweep"]) == 2
+    assert "no sweep whose id starts with 'nosuchsweep'" in capsys.readouterr().err
