@@ -261,8 +261,9 @@ def query_overlap(split: Split, data: Dataset) -> dict[str, int]:
     """How many of ``split.query`` are also database / training items of ``data``.
 
     Datasets whose rows are items (images in memory, list files: one row per distinct image, its path
-    resolved against the image root whatever the spelling, `datasets.listfile.image_identity`) give ``{"query_in_database": a, "query_in_train": b}``: queries whose row is also a
-    database / training row. Pre-extracted features (``data.features`` set) carry no image identity
+    resolved against the image root whatever the spelling, `datasets.listfile.image_identity`) give
+    ``{"query_in_database": a, "query_in_train": b}``: queries whose row is also a database / training
+    row. Pre-extracted features (``data.features`` set) carry no image identity
     and their rows are not de-duplicated, so they give ``{"query_duplicates_in_database": a,
     "query_duplicates_in_train": b}``: queries whose feature row *and* label are byte-identical
     (``-0.0`` counted as ``0.0``) to some database / training row, found by hashing rows (memory
