@@ -57,6 +57,7 @@ import numpy as np
 
 from datasets.base import Dataset
 from datasets.errors import DataError
+from datasets.registry import check_bool_option
 
 SPLIT_FILES = {"query": "test.txt", "database": "database.txt", "train": "train.txt"}
 _ROW_ORDER = ("database", "train", "query")  # rows of the database come first, in its file order
@@ -294,8 +295,10 @@ def load_listfile(data_root: str | os.PathLike | None = None, *, name: str = "li
         DataError: no ``data_root`` or a missing list file (the message shows the expected layout),
             malformed lines, label counts that differ across files or from ``n_labels``, one image
             (however its paths are spelled, `image_identity`) with two label sets, or listed images
-            that do not exist (unless ``check_images=False``).
+            that do not exist (unless ``check_images=False``), or a ``check_images`` that is not True
+            or False (the string ``"False"`` would count as true).
     """
+    check_bool_option(name, "check_images", check_images)  # "False" must not count as true
     if isinstance(n_labels, int):
         n_labels = (n_labels,)
     if data_root is None:
