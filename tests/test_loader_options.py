@@ -1,4 +1,5 @@
-"""Loader options are checked by name before anything is read (`datasets.registry.check_loader_options`)."""
+"""Loader options are checked before anything is read (`datasets.registry.check_loader_options`): by name, and
+the values of on/off (plain `bool`) options."""
 from __future__ import annotations
 
 import inspect
