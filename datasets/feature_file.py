@@ -56,6 +56,7 @@ import numpy as np
 
 from datasets.base import Dataset
 from datasets.errors import DataError
+from datasets.registry import check_bool_option
 
 SPLITS = ("query", "database", "train")
 SPLIT_ALIASES = {"train": ("train",), "query": ("query", "test", "val"), "database": ("database", "retrieval", "db")}
@@ -299,9 +300,10 @@ def load_feature_file(data_root: str | os.PathLike | None = None, *, allow_pickl
 
     Raises:
         DataError: no ``data_root``, no readable feature file there, missing query or database split,
-            inconsistent shapes / label kinds / dimensions, non-finite values, or a pickle without
-            ``allow_pickle=True``.
+            inconsistent shapes / label kinds / dimensions, non-finite values, a pickle without
+            ``allow_pickle=True``, or an ``allow_pickle`` that is not True or False.
     """
+    check_bool_option(name, "allow_pickle", allow_pickle)  # "False" must not allow pickles
     if data_root is None:
         raise DataError("the features dataset reads a file you supply; " + _layout_help())
     root = Path(data_root).expanduser()

@@ -260,9 +260,10 @@ def _as_index(rows, n: int, what: str) -> np.ndarray:
 def query_overlap(split: Split, data: Dataset) -> dict[str, int]:
     """How many of ``split.query`` are also database / training items of ``data``.
 
-    Datasets whose rows are items (images in memory, list files: one row per distinct normalised
-    image path) give ``{"query_in_database": a, "query_in_train": b}``: queries whose row is also a
-    database / training row. Pre-extracted features (``data.features`` set) carry no image identity
+    Datasets whose rows are items (images in memory, list files: one row per distinct image, its path
+    resolved against the image root whatever the spelling, `datasets.listfile.image_identity`) give
+    ``{"query_in_database": a, "query_in_train": b}``: queries whose row is also a database / training
+    row. Pre-extracted features (``data.features`` set) carry no image identity
     and their rows are not de-duplicated, so they give ``{"query_duplicates_in_database": a,
     "query_duplicates_in_train": b}``: queries whose feature row *and* label are byte-identical
     (``-0.0`` counted as ``0.0``) to some database / training row, found by hashing rows (memory
@@ -398,7 +399,11 @@ def split_digest(split: Split, data: Dataset) -> str:
     * images in memory (``data.images`` a numpy array): the image bytes (dtype, shape, bytes);
     * list files (``data.images`` an `ImageFiles` reader): the normalised image paths as the lists give
       them (relative to the image folder, so the same lists in another folder give the same digest: a
-      split digest never depends on where files sit); no image is decoded;
+      split digest never depends on where files sit); no image is decoded. An image the lists spell two
+      ways (``img/1.png`` in test.txt, ``/data/set/img/1.png`` in database.txt, image root
+      ``/data/set``) is one row, hashed under the spelling of the first file listing it (database.txt,
+      then train.txt, then test.txt; the one ``ImageFiles.paths`` holds): one spelling per item keeps
+      the digest a function of the lists, and lists that spell every image one way hash as before;
     * any other image sequence: every selected image, read and hashed (dtype, shape, bytes);
     * no images and no features: indices and labels only.
 

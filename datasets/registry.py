@@ -5,6 +5,8 @@ import importlib
 import inspect
 from typing import Any, Callable
 
+import numpy as np
+
 from datasets.base import Dataset
 from datasets.errors import DataError, UnknownDatasetError
 
@@ -50,14 +52,28 @@ def _flag(option: str) -> str:
     return _FLAGS.get(option, f"--data-option {option}=...")
 
 
+def check_bool_option(name: str, option: str, value: Any) -> None:
+    """Refuse, with one line, a ``value`` of an on/off option that is not a boolean: the string
+    ``"False"`` (or ``0``, ``None``) must not pass for true or false by its truth value."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise DataError(f"option {option} ({_flag(option)}) of {name} must be True or False, got {value!r}")
+
+
+def _is_plain_bool(annotation: Any) -> bool:
+    # loaders' modules use ``from __future__ import annotations``: their annotations are strings
+    return annotation is bool or annotation == "bool"
+
+
 def check_loader_options(name: str, data_root: str | None, options: dict[str, Any]) -> None:
     """Check, before anything is read, that the loader of ``name`` reads ``data_root`` (when given)
-    and every option in ``options`` (by name; values are the loader's to check).
+    and every option in ``options``, by name, and the value of every option the loader annotates as a
+    plain ``bool`` (True or False, `check_bool_option`); other values are the loader's to check.
 
     Raises:
         UnknownDatasetError: ``name`` is not a known dataset.
-        DataError: ``data_root`` given to a loader that reads no files, or an option the loader does not
-            read; the message names the option, its command-line flag and the dataset.
+        DataError: ``data_root`` given to a loader that reads no files, an option the loader does not
+            read, or a value other than True / False for a ``bool`` option; the message names the
+            option, its command-line flag and the dataset.
     """
     params = inspect.signature(get_loader(name)).parameters
     if data_root is not None and "data_root" not in params:
@@ -71,6 +87,9 @@ def check_loader_options(name: str, data_root: str | None, options: dict[str, An
         listed = ", ".join(f"{o} ({_flag(o)})" for o in unknown)
         takes = f"it reads: {', '.join(accepted)}" if accepted else "it takes no options"
         raise DataError(f"{name} does not read the option(s) {listed}; {takes}")
+    for option, value in options.items():
+        if _is_plain_bool(params[option].annotation):
+            check_bool_option(name, option, value)
 
 
 def load_dataset(name: str, data_root: str | None = None, **options: Any) -> Dataset:

@@ -254,6 +254,24 @@ def test_user_errors_are_data_errors(data_home):
         compute_side(data, "tags", k=0, input_size=SIZE)
 
 
+def test_the_network_layer_refuses_bad_values_itself(data_home):
+    """Defence in depth: below the checked extractor functions, the backbone and the pooled-feature
+    routine refuse bad values with a `DataError`, never a torch error or a silent default."""
+    from datasets.features.backbone import Backbone
+    from datasets.features.effnet import pooled_features
+
+    for size in (16, 1025, 100000, "abc", True):
+        with pytest.raises(DataError, match=r"^input_size=.* is not a valid setting of the network 'efficientnet-"
+                                            r"lite0': input_size must be an int in the range \[32, 1024\]$"):
+            Backbone("efficientnet-lite0", size, "cpu")
+    with pytest.raises(DataError, match="^device='banana' is not a valid setting of the network"):
+        Backbone("efficientnet-lite0", SIZE, "banana")
+    with pytest.raises(DataError, match="batch_size must be an integer >= 1, got 0"):  # not "auto"
+        pooled_features(_rgb(2), "efficientnet-lite0", name="effnet-lite0", input_size=SIZE, batch_size=0)
+    _, info = pooled_features(_rgb(2), "efficientnet-lite0", name="effnet-lite0", input_size=SIZE, cache=False)
+    assert info["batch_size"] >= 1  # None still means auto
+
+
 # ---------------------------------------------------------------- tags
 
 

@@ -303,3 +303,79 @@ def test_the_standard_lists_have_no_overlap_and_a_content_digest(listset, monkey
     assert other.labels.tolist() == data.labels.tolist()
     assert all(np.array_equal(getattr(other_split, k), getattr(split, k)) for k in ("query", "database", "train"))
     assert split_digest(other_split, other) != digest
+
+
+# ---------------------------------------------------------------- one image, however its path is spelled
+
+
+def test_a_query_listed_in_the_database_by_its_absolute_path_is_overlap(listset):
+    """database.txt names a query as /…/set/other/q1.png, test.txt as other/q1.png: one image, one row,
+    so the query cannot silently find itself at distance 0."""
+    absolute = [str(listset / p) for p in PATHS]
+    (listset / "database.txt").write_text((listset / "database.txt").read_text() + _line(absolute[6], LABELS[6]) + "\n")
+    data = load_dataset("listfile", data_root=str(listset))
+    assert len(data) == 8  # not 9: the two spellings are one row
+    query, database = data.splits["query"], data.splits["database"]
+    assert query[0] == database[6] and data.images.paths[query[0]] == absolute[6]  # the first list's spelling
+    with pytest.raises(DataError) as err:
+        make_split(get_protocol("listfile"), data)
+    assert str(err.value).startswith("1 of 2 queries are also in the database and 0 in the training set "
+                                     "(same image path in test.txt and database.txt)")
+    split = make_split(get_protocol("listfile"), data, allow_query_overlap=True)
+    assert split.overlap == {"query_in_database": 1, "query_in_train": 0}
+    assert np.array_equal(data.images[query[0]], RGB[:2, :2])
+
+
+def test_spellings_resolve_against_the_image_root_not_the_list_folder(tmp_path, listset, monkeypatch):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    _write_lists(lists)
+    spelled = {6: str(listset / PATHS[6]), 7: "../set/./" + PATHS[7]}  # absolute; relative through ".."
+    (lists / "database.txt").write_text((lists / "database.txt").read_text()
+                                        + "".join(_line(p, LABELS[i]) + "\n" for i, p in spelled.items()))
+    monkeypatch.chdir(tmp_path)  # a relative image root is resolved once, at load
+    data = load_dataset("listfile", data_root="lists", image_root="set")
+    assert len(data) == 8
+    assert list(data.splits["query"]) == list(data.splits["database"][6:])
+    split = make_split(get_protocol("listfile"), data, allow_query_overlap=True)
+    assert split.overlap == {"query_in_database": 2, "query_in_train": 0}
+    # "../set/other/q2.png" relative to the image root is its own file "other/q2.png" of that root
+    assert data.images.paths[data.splits["query"][1]] == "../set/" + PATHS[7]
+    assert np.array_equal(data.images[data.splits["query"][1]], RGB[2:4, :2])
+
+
+def test_an_absolute_spelling_of_a_database_image_in_train_txt_changes_neither_rows_nor_digest(listset):
+    from datasets import split_digest
+
+    data = load_dataset("listfile", data_root=str(listset))
+    split = make_split(get_protocol("listfile"), data)
+    (listset / "train.txt").write_text("".join(_line(str(listset / PATHS[i]), LABELS[i]) + "\n"
+                                               for i in FILES["train.txt"]))
+    spelled = load_dataset("listfile", data_root=str(listset))
+    assert spelled.images.paths == data.images.paths and spelled.labels.tolist() == data.labels.tolist()
+    assert all(np.array_equal(spelled.splits[k], data.splits[k]) for k in ("query", "database", "train"))
+    assert split_digest(make_split(get_protocol("listfile"), spelled), spelled) == split_digest(split, data)
+
+
+def test_one_image_under_two_spellings_must_carry_one_label_set(listset):
+    (listset / "train.txt").write_text(_line(str(listset / PATHS[2]), [0, 0, 1]) + "\n")
+    with pytest.raises(DataError) as err:
+        load_dataset("listfile", data_root=str(listset))
+    assert str(err.value) == (f"{str(listset / PATHS[2])!r} has different labels at {listset / 'train.txt'}:1 and "
+                              f"at {listset / 'database.txt'}:3 (as 'images/b/pal.png'); an image must carry one "
+                              "label set")
+
+
+def test_two_spellings_in_one_file_are_a_repeated_entry(listset):
+    (listset / "train.txt").write_text("".join(_line(p, LABELS[0]) + "\n" for p in (PATHS[0], str(listset / PATHS[0]))))
+    with pytest.warns(UserWarning, match=r"train\.txt lists 1 image path\(s\) more than once"):
+        data = load_dataset("listfile", data_root=str(listset))
+    assert len(data) == 8 and data.splits["train"].tolist() == [data.splits["database"][0]] * 2
+
+
+def test_symbolic_links_are_not_resolved(listset):
+    """As documented: identity is lexical, so a second name made by a link is a second item."""
+    (listset / "alias").symlink_to(listset / "images", target_is_directory=True)
+    (listset / "train.txt").write_text(_line("alias/a/rgb.png", LABELS[0]) + "\n")
+    data = load_dataset("listfile", data_root=str(listset))
+    assert len(data) == 9 and data.splits["train"][0] not in data.splits["database"]

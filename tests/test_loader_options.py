@@ -1,4 +1,5 @@
-"""Loader options are checked by name before anything is read (`datasets.registry.check_loader_options`)."""
+"""Loader options are checked before anything is read (`datasets.registry.check_loader_options`): by name, and
+the values of on/off (plain `bool`) options."""
 from __future__ import annotations
 
 import inspect
@@ -71,3 +72,50 @@ def test_every_loader_that_ignores_data_root_says_why():
         assert takes == (name not in registry.NO_FILES), name
         assert not any(p.kind is inspect.Parameter.VAR_KEYWORD
                        for p in inspect.signature(registry.get_loader(name)).parameters.values()), name
+
+
+# ---------------------------------------------------------------- values of on/off options
+
+
+@pytest.mark.parametrize("value", ["False", "false", "True", "no", 0, 1, None, 0.0, [False]])
+def test_a_bool_option_takes_only_true_or_false(loaders_must_not_run, value):
+    """``--data-option check_images=False`` once arrived as the string "False", which counted as true."""
+    for name, option in (("listfile", "check_images"), ("coco", "check_images"), ("features", "allow_pickle")):
+        with pytest.raises(DataError) as err:
+            load_dataset(name, data_root="/lists", **{option: value})
+        flag = "--allow-pickle" if option == "allow_pickle" else f"--data-option {option}=..."
+        assert str(err.value) == f"option {option} ({flag}) of {name} must be True or False, got {value!r}"
+
+
+def test_true_false_and_numpy_booleans_pass_and_other_options_are_the_loaders_to_check(tmp_path):
+    import numpy as np
+
+    for value in (True, False, np.bool_(False)):
+        check_loader_options("listfile", None, {"check_images": value})
+        check_loader_options("features", None, {"allow_pickle": value})
+    check_loader_options("listfile", None, {"image_root": 3, "name": None, "n_labels": "x"})  # not plain bools
+
+
+def test_every_plain_bool_option_of_every_loader_is_checked(loaders_must_not_run):
+    """Whatever loader gains an on/off option later, its value is checked before loading."""
+    seen = 0
+    for name in dataset_names():
+        for option, param in inspect.signature(registry.get_loader(name)).parameters.items():
+            if param.annotation in (bool, "bool"):
+                seen += 1
+                with pytest.raises(DataError, match=f"^option {option} .* of {name} must be True or False"):
+                    check_loader_options(name, None, {option: "False"})
+    assert seen >= 5  # listfile and its three presets (check_images), features (allow_pickle)
+
+
+def test_the_loaders_refuse_a_non_bool_themselves(tmp_path):
+    from datasets.feature_file import load_feature_file
+    from datasets.listfile import load_coco, load_listfile
+
+    with pytest.raises(DataError, match=r"^option check_images .* of listfile must be True or False, got 'False'$"):
+        load_listfile(str(tmp_path), check_images="False")
+    with pytest.raises(DataError, match=r"^option check_images .* of coco must be True or False, got 0$"):
+        load_coco(str(tmp_path), check_images=0)
+    with pytest.raises(DataError, match=r"^option allow_pickle \(--allow-pickle\) of features must be True or "
+                                        r"False, got 'False'$"):
+        load_feature_file(str(tmp_path), allow_pickle="False")

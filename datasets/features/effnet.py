@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from datasets.base import Dataset
-from datasets.features.backbone import Backbone, auto_batch_size
+from datasets.features.backbone import BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, Backbone, auto_batch_size
 from datasets.features.cache import as_rows, cached_rows
+from datasets.features.constraints import declare_settings
 from datasets.features.images import fetch_images
 
 DEFAULT_INPUT_SIZE = 128
@@ -57,12 +58,14 @@ def pooled_features(data: Dataset, network: str, *, name: str, indices: Any = No
     machine-local ``cache`` (store path, "" without cache), ``device``, ``batch_size``.
 
     Raises:
-        DataError: ``input_size`` below 32 or not an integer, bad ``batch_size`` or ``indices``,
-            images that are not uint8 ``(H, W)`` / ``(H, W, 3)``, missing network packages, or an
-            unreadable cache.
+        DataError: ``input_size`` not allowed by `INPUT_SIZE` (an integer in [32, 1024]), a ``device``
+            not allowed by `DEVICE` or absent from this machine, ``batch_size`` not None nor an integer
+            >= 1, bad ``indices``, images that are not uint8 ``(H, W)`` / ``(H, W, 3)``, missing network
+            packages, or an unreadable cache.
     """
     backbone = Backbone(network, input_size, device)
-    batch_size = batch_size or auto_batch_size(backbone.input_size, backbone.device)
+    if batch_size is None:
+        batch_size = auto_batch_size(backbone.input_size, backbone.device)
     rows = np.arange(len(data)) if indices is None else as_rows(indices, len(data))
     dim = int(backbone.model._conv_head.out_channels)
     described = backbone.describe()
@@ -81,10 +84,17 @@ def pooled_features(data: Dataset, network: str, *, name: str, indices: Any = No
     return feats, {**info, "cache": path, "device": str(backbone.device), "batch_size": batch_size}
 
 
+@declare_settings("the 'effnet-lite0' extractor", {
+    "input_size": INPUT_SIZE,  # pixels of the square network input: [32, 1024], see backbone.MAX_INPUT_SIZE
+    "batch_size": BATCH_SIZE,  # None: `auto_batch_size`; else images per forward pass, >= 1
+    "device": DEVICE,  # None / "auto" / "cpu" / "cuda" / "cuda:<k>" / "mps", one this machine has
+    "cache": CACHE,
+})
 def extract_effnet_lite0(data: Dataset, *, indices: Any = None, input_size: int = DEFAULT_INPUT_SIZE,
                          batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None,
                          cache: bool = True) -> tuple[np.ndarray, dict]:
     """``(len(indices), 1280)`` float32 EfficientNet-Lite0 features (see the module docstring); info and
-    errors as `pooled_features`, with ``name`` ``"effnet-lite0"``."""
+    errors as `pooled_features`, with ``name`` ``"effnet-lite0"``; every setting is checked against the
+    constraints declared above before anything runs (`datasets.features.constraints`)."""
     return pooled_features(data, "efficientnet-lite0", name="effnet-lite0", indices=indices,
                            input_size=input_size, batch_size=batch_size, device=device, cache=cache)

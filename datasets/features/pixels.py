@@ -5,8 +5,10 @@ import numpy as np
 
 from datasets.base import Dataset
 from datasets.errors import DataError
+from datasets.features.constraints import declare_settings
 
 
+@declare_settings("the 'pixels' extractor", {})  # no settings
 def extract_pixels(data: Dataset) -> tuple[np.ndarray, dict]:
     """``(n, H * W * C)`` float32: each image's pixels flattened, uint8 images divided by 255 (others
     as they are). Info: ``{"name": "pixels", "dim": H * W * C}``.

@@ -60,6 +60,24 @@ def setting_names(fn: Callable[..., Any], skip: tuple[str, ...]) -> list[str]:
     return [p for p in inspect.signature(fn).parameters if p not in skip]
 
 
+def check_setting_values(fn: Callable[..., Any], given: dict[str, Any]) -> None:
+    """Check the values of ``given`` against the constraints ``fn`` declares beside it
+    (`datasets.features.constraints.declare_settings`); a device must exist on this machine.
+
+    Raises:
+        DataError: one line naming the extractor or side input, the setting, the value and what is
+            allowed (or why the device is not available).
+        TypeError: ``fn`` declares no constraints (every registered function must).
+    """
+    from datasets.features.constraints import check_values
+
+    table = getattr(fn, "setting_constraints", None)
+    if table is None:
+        raise TypeError(f"{getattr(fn, '__qualname__', fn)} declares no setting constraints "
+                        "(datasets.features.constraints.declare_settings)")
+    check_values(table, given, fn.setting_owner)
+
+
 def check_setting_names(given: dict[str, Any] | Any, allowed: list[str], what: str) -> None:
     """Raises `DataError` naming the keys of ``given`` not in ``allowed``, and what takes ``allowed``."""
     unknown = sorted(set(given) - set(allowed))
@@ -82,8 +100,9 @@ def compute_features(data: Dataset, extractor: str | None = None, indices: Any =
     Raises:
         UnknownDatasetError: (a `DataError`) unknown extractor.
         DataError: ``"precomputed"`` for a dataset without features, settings for pre-extracted
-            features, a setting the extractor does not take, no images to extract from, bad
-            ``indices``, or whatever the extractor refuses (e.g. non-uint8 images).
+            features, a setting the extractor does not take or a value it does not allow (as
+            `check_settings`), no images to extract from, bad ``indices``, or whatever the extractor
+            refuses (e.g. non-uint8 images).
     """
     rows = None if indices is None else as_rows(indices, len(data))
     if data.features is not None and extractor in (None, "precomputed"):
@@ -108,19 +127,23 @@ def compute_features(data: Dataset, extractor: str | None = None, indices: Any =
 
 def check_settings(dataset: str, extractor: str | None, feature_settings: dict[str, Any],
                    side_settings: dict[str, dict[str, Any]]) -> None:
-    """Check the names of a run's feature-layer settings before anything is loaded or computed.
+    """Check a run's feature-layer settings, names and values, before anything is loaded or computed.
 
     ``dataset`` is a registry name (`datasets.registry`), ``extractor`` as for `compute_features`
     (None: the dataset's own features for a dataset of pre-extracted features, else `DEFAULT_EXTRACTOR`),
     ``feature_settings`` the extractor's settings and ``side_settings`` the settings per side input
-    (``{"tags": {"k": 5}}``). Only names are checked (values are checked where they are used). Loads
-    no data and imports no torch.
+    (``{"tags": {"k": 5}}``). Every given value is checked against the constraints declared beside its
+    extractor or side-input function (`datasets.features.constraints`; e.g. ``input_size`` an int in
+    [32, 1024], ``k`` an int in [1, 20], ``device`` one this machine has); the functions check the same
+    constraints again when called. Loads no data and imports no torch unless a CUDA or MPS ``device``
+    is asked for (to see whether this machine has it).
 
     Raises:
         UnknownDatasetError: (a `DataError`) unknown extractor.
         DataError: an extractor other than ``"precomputed"`` for a dataset of pre-extracted features,
             ``"precomputed"`` for a dataset of images, a setting the extractor or a side input does not
-            take, or an unknown side input.
+            take, an unknown side input, or a value a setting does not allow (one line naming the
+            extractor or side input, the setting, the value and what is allowed).
     """
     from datasets.features.side import side_function
     from datasets.registry import PRECOMPUTED_FEATURES
@@ -138,9 +161,11 @@ def check_settings(dataset: str, extractor: str | None, feature_settings: dict[s
             raise DataError(f"{dataset} has no pre-extracted features; choose one of {extractor_names()}")
         fn = extractor_function(name)
         check_setting_names(feature_settings, setting_names(fn, _EXTRACTOR_ARGS), f"the {name!r} extractor")
+        check_setting_values(fn, feature_settings)
     for side, settings in side_settings.items():
         fn = side_function(side)
         check_setting_names(settings, setting_names(fn, ("data", "rows")), f"side input {side!r}")
+        check_setting_values(fn, settings)
 
 
 class _Rows:

@@ -60,8 +60,9 @@ import numpy as np
 
 from datasets.base import Dataset
 from datasets.errors import DataError
-from datasets.features.backbone import Backbone, auto_batch_size
+from datasets.features.backbone import BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, Backbone, auto_batch_size
 from datasets.features.cache import as_rows, cached_rows
+from datasets.features.constraints import Choices, FiniteRealSequence, Integral, Interval, declare_settings
 from datasets.features.defaults import default_settings
 from datasets.features.effnet import DEFAULT_BATCH_SIZE, DEFAULT_INPUT_SIZE, PREPROCESSING
 from datasets.features.images import fetch_images
@@ -73,6 +74,7 @@ DEFAULT_TAG_K = 10
 DEFAULT_TAG_MODEL = "efficientnet-lite2"
 DEFAULT_TAG_INPUT_SIZE = 160
 TAG_MODELS = ("efficientnet-lite2", "efficientnet-lite0", "same")
+TAG_PROVIDERS = ("imagenet-topk", "dataset")
 VIEW_ANGLES = (-10.0, -5.0, 5.0, 10.0)
 # extractor name -> network, for the extractors whose features views can be computed with
 VIEW_EXTRACTORS = {"effnet-lite0": "efficientnet-lite0"}
@@ -148,27 +150,35 @@ def multi_hot(top_ids: np.ndarray, k: int, n_columns: int = N_IMAGENET_CLASSES) 
     return out
 
 
+@declare_settings("side input 'tags'", {
+    "provider": [None, Choices(TAG_PROVIDERS)],  # None: "dataset" when the data ship tags, else "imagenet-topk"
+    "k": [Interval(Integral, 1, TAG_CACHE_K)],  # the cache keeps the top TAG_CACHE_K classes of each image
+    "tag_model": [Choices(TAG_MODELS)],
+    "input_size": [None, *INPUT_SIZE],  # None: the tag model's default size
+    "features_input_size": [None, *INPUT_SIZE],  # inherited from the features (`inherited_side_settings`)
+    "batch_size": BATCH_SIZE,
+    "device": DEVICE,
+    "cache": CACHE,
+})
 def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int = DEFAULT_TAG_K,
          tag_model: str = DEFAULT_TAG_MODEL, input_size: int | None = None,
          features_input_size: int | None = None, batch_size: int | None = DEFAULT_BATCH_SIZE,
          device: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
     """``(len(rows), T)`` uint8 0/1 tags of ``rows`` and their info (see the module docstring).
 
+    Every setting is checked against the constraints declared above before anything runs, whatever
+    the provider (`datasets.features.constraints`).
+
     Raises:
-        DataError: unknown ``provider`` or ``tag_model``, ``k`` not an integer in ``[1, 20]``, no images
-            (or, for ``provider="dataset"``, no or malformed shipped tags), or a network error as
+        DataError: a setting its constraints refuse (unknown ``provider`` or ``tag_model``, ``k`` not an
+            integer in ``[1, 20]``, ...; a device this machine lacks), no images (or, for
+            ``provider="dataset"``, no or malformed shipped tags), or a network error as
             `datasets.features.effnet.pooled_features`.
     """
     if provider is None:  # a dataset's own tags when it ships them, else predicted ones
         provider = "dataset" if data.side.get("tags") is not None else "imagenet-topk"
     if provider == "dataset":
         return _dataset_tags(data, rows)
-    if provider != "imagenet-topk":
-        raise DataError(f"unknown tags provider {provider!r}; known: imagenet-topk, dataset")
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= TAG_CACHE_K:
-        raise DataError(f"k (tags per image) must be an integer in [1, {TAG_CACHE_K}], got {k!r}")
-    if tag_model not in TAG_MODELS:
-        raise DataError(f"unknown tag_model {tag_model!r}; known: {', '.join(TAG_MODELS)}")
     _need_images(data, "tags")
     if tag_model == "same":
         # the features' own input size, so that their cache is what the tags are computed from
@@ -178,7 +188,8 @@ def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int
     network, size = tag_model, input_size or DEFAULT_TAG_INPUT_SIZE
     backbone = Backbone(network, size, device)
     described = backbone.describe()
-    batch_size = batch_size or auto_batch_size(backbone.input_size, backbone.device)
+    if batch_size is None:
+        batch_size = auto_batch_size(backbone.input_size, backbone.device)
 
     def compute(batch_rows: np.ndarray) -> np.ndarray:
         import torch
@@ -241,6 +252,14 @@ def _dataset_tags(data: Dataset, rows: np.ndarray) -> tuple[np.ndarray, dict]:
     return out.astype(np.uint8), {"provider": "dataset", "dim": int(shipped.shape[1])}
 
 
+@declare_settings("side input 'views'", {
+    "extractor": [Choices(VIEW_EXTRACTORS)],
+    "input_size": INPUT_SIZE,
+    "angles": [FiniteRealSequence()],  # degrees, counter-clockwise
+    "batch_size": BATCH_SIZE,
+    "device": DEVICE,
+    "cache": CACHE,
+})
 def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
           input_size: int = DEFAULT_INPUT_SIZE, angles: tuple[float, ...] = VIEW_ANGLES,
           batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None,
@@ -248,20 +267,21 @@ def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
     """``(len(rows), len(angles), d)`` float32 features of rotated copies of ``rows`` and their info
     (see the module docstring).
 
+    Every setting is checked against the constraints declared above before anything runs
+    (`datasets.features.constraints`).
+
     Raises:
-        DataError: an ``extractor`` views cannot be computed with (not in `VIEW_EXTRACTORS`), no
-            ``angles``, no images, or a network error as `datasets.features.effnet.pooled_features`.
+        DataError: a setting its constraints refuse (an ``extractor`` views cannot be computed with, not
+            in `VIEW_EXTRACTORS`; ``angles`` not a non-empty sequence of finite reals; ...; a device this
+            machine lacks), no images, or a network error as `datasets.features.effnet.pooled_features`.
     """
-    network = VIEW_EXTRACTORS.get(extractor)
-    if network is None:
-        raise DataError(f"views can be computed for the extractors {sorted(VIEW_EXTRACTORS)}, not {extractor!r}")
+    network = VIEW_EXTRACTORS[extractor]
     angles = tuple(float(a) for a in angles)
-    if not angles:
-        raise DataError("angles must name at least one rotation")
     _need_images(data, "views")
     backbone = Backbone(network, input_size, device)
     described = backbone.describe()
-    batch_size = batch_size or auto_batch_size(backbone.input_size, backbone.device)
+    if batch_size is None:
+        batch_size = auto_batch_size(backbone.input_size, backbone.device)
     dim = int(backbone.model._conv_head.out_channels)
 
     def compute(batch_rows: np.ndarray) -> np.ndarray:
