@@ -129,7 +129,7 @@ def validate(spec: SweepSpec) -> Plan:
     from datasets import get_protocol
     from datasets.features import check_settings
     from datasets.registry import check_loader_options
-    from methods import get_method
+    from methods import InputError, get_method
 
     classes = {name: get_method(name) for name in spec.methods}
     runs = []
@@ -146,6 +146,15 @@ def validate(spec: SweepSpec) -> Plan:
                     raise UsageError(f"bad --param for {name}: {exc}") from None
                 hasher.validate_params()
                 runs.append(PlannedRun(name, cls, bits, seed, hasher.get_params()))
+        if "device" in cls.execution_params:
+            device = cls(n_bits=spec.bits[0], seed=spec.seeds[0], **given).get_params()["device"]
+            if device not in ("auto", "cpu"):  # only then is torch imported to ask what the machine has
+                from methods._torch_device import check_device
+
+                try:
+                    check_device(device)
+                except InputError as exc:
+                    raise InputError(f"{name}: {exc}") from None
     side, fit_only = side_inputs_needed(classes.values())
     options = dict(spec.data_options)
     if spec.allow_pickle:

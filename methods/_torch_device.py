@@ -23,7 +23,19 @@ def resolve_device(device: str) -> torch.device:
         raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:k]', got {device!r}") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device={device!r} was asked for but no CUDA GPU is available; use device='auto'")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise InputError(f"device={device!r} was asked for but this machine has {torch.cuda.device_count()} "
+                         "CUDA GPU(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device={device!r} was asked for but MPS is not available here; use device='auto'")
     return resolved
+
+
+def check_device(device: str) -> None:
+    """Refuse, with one `InputError` line, a device this machine does not have (for a check before any
+    work; ``"auto"`` and ``"cpu"`` always exist)."""
+    if device not in ("auto", "cpu"):
+        resolve_device(device)
 
 
 def cpu_generator(seed: int) -> torch.Generator:

@@ -285,6 +285,10 @@ def test_names_that_clash_after_cleaning_fail_that_run_only(tracking_uri, plugin
     (["--methods", "itq", "--seeds", "0,0,1"], "--seeds names 0 more than once"),
     (["--methods", "itq", "--bits", "8,16,8"], "--bits names 8 more than once"),
     (["--methods", "itq", "--feature-option", "input_size=64"], "input_size"),
+    (["--methods", "itq", "--features", "effnet-lite0", "--feature-option", "input_size=100000"], "input_size"),
+    (["--methods", "itq", "--features", "effnet-lite0", "--feature-option", "batch_size=0"], "batch_size"),
+    (["--methods", "lagnh", "--features", "effnet-lite0", "--side-option", "tags.k=0"], "k=0"),
+    (["--methods", "lagnh", "--features", "effnet-lite0", "--side-option", "tags.tag_model=nosuch"], "tag_model"),
 ])
 def test_bad_commands_exit_2_before_anything_is_recorded(tracking_uri, capsys, monkeypatch, args, expected):
     import bench.prepare
@@ -635,3 +639,17 @@ def test_report_of_a_sweep_shows_the_runs_it_reused(tracking_uri, capsys):
     assert sorted(load_runs(Tracker(tracking_uri), "digits/digits", sweep=first_only)["n_bits"]) == [8]
     assert main(["report", "--tracking-uri", tracking_uri, "--sweep", "nosuchsweep"]) == 2
     assert "no sweep whose id starts with 'nosuchsweep'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("args, expected", [
+    (["--methods", "lagnh", "--param", "lagnh.device=cuda"], "lagnh: device='cuda' was asked for but no CUDA GPU"),
+    (["--methods", "itq", "--features", "effnet-lite0", "--feature-option", "device=cuda"], "device"),
+])
+def test_a_device_this_machine_lacks_is_refused_before_any_work(tracking_uri, capsys, monkeypatch, args, expected):
+    import bench.prepare
+
+    monkeypatch.setattr(bench.prepare, "load_dataset", lambda *a, **k: pytest.fail("data prepared"))
+    status = main(["run", *DIGITS, "--tracking-uri", tracking_uri, *args])
+    err = capsys.readouterr().err
+    assert status == 2 and expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
