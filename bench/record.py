@@ -309,24 +309,24 @@ def _module_file(name: str) -> Path | None:
 
 
 def _module_source(name: str) -> tuple[str, tuple[str, ...]]:
-    """(sha256 of the module's source, the modules its code imports, resolved to absolute names)."""
+    """(sha256 of the module's source, the modules its code imports, resolved to absolute names).
+
+    The file is read every time (an edited file counts at once, even in a long-lived process); only the
+    parse is cached, by the source text."""
     path = _module_file(name)
     if path is None:
         return "unavailable", ()
-    stat = path.stat()
-    return _parse_module(name, str(path), stat.st_mtime_ns, stat.st_size)
+    source = path.read_bytes()
+    sha = hashlib.sha256(source).hexdigest()
+    return sha, _imports(name, path.name == "__init__.py", source)
 
 
 @lru_cache(maxsize=None)
-def _parse_module(name: str, filename: str, mtime_ns: int, size: int) -> tuple[str, tuple[str, ...]]:
-    """`_module_source` for one version of a file (the cache key includes its mtime and size, so an edited
-    file is read again in a long-lived process)."""
-    path = Path(filename)
-    source = path.read_bytes()
-    is_package = path.name == "__init__.py"
+def _imports(name: str, is_package: bool, source: bytes) -> tuple[str, ...]:
+    """The absolute names of the modules that ``source`` (module ``name``) imports, in order."""
     package = name if is_package else name.rpartition(".")[0]
     imported: list[str] = []
-    for node in ast.walk(ast.parse(source, filename=str(path))):
+    for node in ast.walk(ast.parse(source, filename=name)):
         if isinstance(node, ast.Import):
             imported += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -339,7 +339,7 @@ def _parse_module(name: str, filename: str, mtime_ns: int, size: int) -> tuple[s
             imported.append(module)
             # ``from methods import lagnh_model`` imports a module by its attribute name
             imported += [f"{module}.{alias.name}" for alias in node.names if alias.name != "*"]
-    return hashlib.sha256(source).hexdigest(), tuple(dict.fromkeys(imported))
+    return tuple(dict.fromkeys(imported))
 
 
 def _with_parents(name: str) -> list[str]:

@@ -119,27 +119,37 @@ class Drifting(Hasher):
 '''
 
 
-def test_changed_code_is_a_new_run_and_reports_show_the_latest_code(tmp_path, monkeypatch, tracking_uri, capsys):
+@pytest.fixture
+def plugin_file(tmp_path, monkeypatch):
+    """``install(module, method, source)``: write a plug-in module and import it (registering its method);
+    calling it again with new source edits the file and imports it afresh, as a new process would."""
     import importlib
+    import sys
 
-    module = tmp_path / "drift_plugin.py"
-    module.write_text(PLUGIN_SOURCE.format(shift=0))
     monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.import_module("drift_plugin")
+    methods = []
+
+    def install(module: str, method: str, source: str) -> None:
+        (tmp_path / f"{module}.py").write_text(source)
+        sys.modules.pop(module, None)
+        _REGISTRY.pop(method, None)
+        importlib.import_module(module)
+        methods.append(method)
+
+    yield install
+    for method in methods:
+        _REGISTRY.pop(method, None)
+
+
+def test_changed_code_is_a_new_run_and_reports_show_the_latest_code(plugin_file, tracking_uri, capsys):
+    plugin_file("drift_plugin", "drifting-for-test", PLUGIN_SOURCE.format(shift=0))
     args = ["run", "--methods", "drifting-for-test", *DIGITS, "--bits", "8", "--tracking-uri", tracking_uri]
-    try:
-        assert main(args) == 0
-        assert main(args) == 0
-        assert "reused" in capsys.readouterr().err  # unchanged code: reused
-        module.write_text(PLUGIN_SOURCE.format(shift=1))
-        import sys
-        del sys.modules["drift_plugin"]
-        _REGISTRY.pop("drifting-for-test")
-        importlib.import_module("drift_plugin")
-        assert main(args) == 0
-        assert "reused" not in capsys.readouterr().err
-    finally:
-        _REGISTRY.pop("drifting-for-test", None)
+    assert main(args) == 0
+    assert main(args) == 0
+    assert "reused" in capsys.readouterr().err  # unchanged code: reused
+    plugin_file("drift_plugin", "drifting-for-test", PLUGIN_SOURCE.format(shift=1))
+    assert main(args) == 0
+    assert "reused" not in capsys.readouterr().err
     runs = sorted(_runs(tracking_uri), key=lambda r: r.info.start_time)
     assert len(runs) == 2 and runs[0].data.params["code.fingerprint"] != runs[1].data.params["code.fingerprint"]
     newest = runs[1].data.metrics["map_at_100"]
@@ -155,31 +165,19 @@ def test_changed_code_is_a_new_run_and_reports_show_the_latest_code(tmp_path, mo
     assert f"{newest:.4f}" in out
 
 
-def test_a_setting_last_run_on_older_code_is_labelled_with_its_code(tmp_path, monkeypatch, tracking_uri):
+def test_a_setting_last_run_on_older_code_is_labelled_with_its_code(plugin_file, tracking_uri):
     """Two settings of one method; the code changes and only one setting is run again: the default table
     keeps the other at its (older) code and says so with the code's hash."""
-    import importlib
-    import sys
-
     source = PLUGIN_SOURCE.replace("drifting-for-test", "drift2-for-test").replace(
         "_parameter_constraints = {{}}", "_parameter_constraints = {{'scale': [float]}}").replace(
         "    def _fit(self, X):", "    def __init__(self, n_bits, *, seed=0, scale=1.0):\n"
         "        super().__init__(n_bits, seed=seed)\n        self.scale = scale\n\n    def _fit(self, X):")
-    module = tmp_path / "drift_plugin2.py"
-    module.write_text(source.format(shift=0))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.import_module("drift_plugin2")
+    plugin_file("drift_plugin2", "drift2-for-test", source.format(shift=0))
     args = ["run", "--methods", "drift2-for-test", *DIGITS, "--bits", "8", "--tracking-uri", tracking_uri]
-    try:
-        assert main(args) == 0
-        assert main(args + ["--param", "drift2-for-test.scale=2.0"]) == 0  # a second setting, old code
-        module.write_text(source.format(shift=1))
-        del sys.modules["drift_plugin2"]
-        _REGISTRY.pop("drift2-for-test")
-        importlib.import_module("drift_plugin2")
-        assert main(args) == 0  # only the first setting runs on the new code
-    finally:
-        _REGISTRY.pop("drift2-for-test", None)
+    assert main(args) == 0
+    assert main(args + ["--param", "drift2-for-test.scale=2.0"]) == 0  # a second setting, old code
+    plugin_file("drift_plugin2", "drift2-for-test", source.format(shift=1))
+    assert main(args) == 0  # only the first setting runs on the new code
     runs = sorted(_runs(tracking_uri), key=lambda r: r.info.start_time)
     old_code, new_code = runs[0].data.params["code.fingerprint"], runs[2].data.params["code.fingerprint"]
     assert old_code != new_code
