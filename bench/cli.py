@@ -70,14 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_list(args) -> int:
     if args.what == "datasets":
-        from datasets import PROTOCOLS, dataset_names, extractor_names
+        from hashbench.datasets import PROTOCOLS, dataset_names, extractor_names
 
         for name in dataset_names():
             protos = ", ".join(sorted(PROTOCOLS.get(name, {}))) or "-"
             print(f"{name:16s} protocols: {protos}")
         print(f"\nfeature extractors: {', '.join(extractor_names())}")
         return 0
-    from methods import describe_methods
+    from hashbench.methods import describe_methods
 
     rows = describe_methods()
     print(f"{'name':14s} {'family':8s} {'side inputs':12s} {'batch-dep.':10s} reference")

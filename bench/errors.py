@@ -1,9 +1,9 @@
 """Errors a user can cause, from any layer, as the CLI reports them: one line, exit status 2."""
 from __future__ import annotations
 
-from datasets.errors import DataError
-from methods.base import InputError
-from methods.registry import UnknownMethodError
+from hashbench.datasets.errors import DataError
+from hashbench.methods.base import InputError
+from hashbench.methods.registry import UnknownMethodError
 
 
 class UsageError(Exception):

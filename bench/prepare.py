@@ -9,8 +9,8 @@ import numpy as np
 
 from bench.errors import UsageError
 from bench.record import DataDigests, data_digests
-from datasets import Protocol, Split, compute_features, get_protocol, load_dataset, make_split
-from datasets.protocols import split_digest
+from hashbench.datasets import Protocol, Split, compute_features, get_protocol, load_dataset, make_split
+from hashbench.datasets.protocols import split_digest
 
 SPLITS = ("train", "database", "query")
 
@@ -83,7 +83,7 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
     Raises `datasets.DataError` (missing or malformed data, overlapping splits) or `UsageError` (NaN
     features).
     """
-    from datasets.features import compute_side, inherited_side_settings
+    from hashbench.datasets.features import compute_side, inherited_side_settings
 
     options = dict(data_options or {})
     if allow_pickle:

@@ -60,6 +60,7 @@ import importlib.util
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -281,26 +282,35 @@ def data_digests(features: Mapping[str, np.ndarray], labels: Mapping[str, np.nda
 
 
 # ------------------------------------------------------------------------------------ code fingerprint
-PROJECT_PACKAGES = ("bench", "methods", "datasets")
+PROJECT_PACKAGES = ("bench", "hashbench")
 ENGINE_MODULES = ("bench.evaluation",)
-FEATURE_LAYER = "datasets.features"
+FEATURE_LAYER = "hashbench.datasets.features"
 
 
-@lru_cache(maxsize=None)
 def _module_file(name: str) -> Path | None:
     """The ``.py`` file of module ``name``, found on disk without importing it (nor its parents, which
-    `importlib.util.find_spec` would do: finding a method's files must not import torch)."""
-    top, *rest = name.split(".")
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    if not rest:
-        path = Path(spec.origin) if spec.origin and spec.origin not in ("built-in", "frozen") else None
-        return path if path is not None and path.suffix == ".py" and path.is_file() else None
-    for folder in spec.submodule_search_locations or ():
+    `importlib.util.find_spec` would do: finding a method's files must not import torch). Where a parent
+    package is already imported, its ``__path__`` says where its modules are (``hashbench`` finds its
+    subpackages beside itself in a checkout)."""
+    parts = name.split(".")
+    folders = None
+    for i in range(len(parts) - 1, 0, -1):
+        package = sys.modules.get(".".join(parts[:i]))
+        if package is not None and hasattr(package, "__path__"):
+            folders, rest = list(package.__path__), parts[i:]
+            break
+    if folders is None:
+        try:
+            spec = importlib.util.find_spec(parts[0])
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        if len(parts) == 1:
+            path = Path(spec.origin) if spec.origin and spec.origin not in ("built-in", "frozen") else None
+            return path if path is not None and path.suffix == ".py" and path.is_file() else None
+        folders, rest = list(spec.submodule_search_locations or ()), parts[1:]
+    for folder in folders:
         base = Path(folder).joinpath(*rest[:-1])
         for candidate in (base / f"{rest[-1]}.py", base / rest[-1] / "__init__.py"):
             if candidate.is_file():
@@ -337,7 +347,7 @@ def _imports(name: str, is_package: bool, source: bytes) -> tuple[str, ...]:
             else:
                 module = node.module or ""
             imported.append(module)
-            # ``from methods import lagnh_model`` imports a module by its attribute name
+            # ``from hashbench.methods import lagnh_model`` imports a module by its attribute name
             imported += [f"{module}.{alias.name}" for alias in node.names if alias.name != "*"]
     return tuple(dict.fromkeys(imported))
 

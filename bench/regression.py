@@ -45,7 +45,7 @@ def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:
     from bench.prepare import prepare
     from bench.runner import run_one
     from bench.sweep import side_inputs_needed
-    from methods import get_method
+    from hashbench.methods import get_method
 
     classes = {m: get_method(m) for m in sweep.methods}
     side, fit_only = side_inputs_needed(classes.values())

@@ -41,7 +41,7 @@ TAG_SUPERSEDED = "hashbench.superseded_by"
 
 def spool_dir(uri: str) -> Path:
     """The spool folder of tracking URI ``uri`` (not created)."""
-    from datasets.cache import cache_dir
+    from hashbench.datasets.cache import cache_dir
 
     return cache_dir() / "spool" / hashlib.sha256(uri.encode()).hexdigest()[:16]
 

@@ -126,10 +126,10 @@ def validate(spec: SweepSpec) -> Plan:
     Raises `UsageError`, `methods.InputError`, `methods.UnknownMethodError` or `datasets.DataError`
     with one line; returns the `Plan`.
     """
-    from datasets import get_protocol
-    from datasets.features import check_settings
-    from datasets.registry import check_loader_options
-    from methods import InputError, get_method
+    from hashbench.datasets import get_protocol
+    from hashbench.datasets.features import check_settings
+    from hashbench.datasets.registry import check_loader_options
+    from hashbench.methods import InputError, get_method
 
     classes = {name: get_method(name) for name in spec.methods}
     runs = []
@@ -149,7 +149,7 @@ def validate(spec: SweepSpec) -> Plan:
         if "device" in cls.execution_params:
             device = cls(n_bits=spec.bits[0], seed=spec.seeds[0], **given).get_params()["device"]
             if device not in ("auto", "cpu"):  # only then is torch imported to ask what the machine has
-                from methods._torch_device import check_device
+                from hashbench.methods._torch_device import check_device
 
                 try:
                     check_device(device)

@@ -29,10 +29,10 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets.base import TEST, TRAIN, Dataset
-from datasets.cache import cache_dir
-from datasets.download import download, extract_tar, file_digest
-from datasets.errors import DataError
+from hashbench.datasets.base import TEST, TRAIN, Dataset
+from hashbench.datasets.cache import cache_dir
+from hashbench.datasets.download import download, extract_tar, file_digest
+from hashbench.datasets.errors import DataError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ENV_VAR = "HASHBENCH_CIFAR10"

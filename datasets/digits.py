@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.base import Dataset
+from hashbench.datasets.base import Dataset
 
 
 def load_digits() -> Dataset:

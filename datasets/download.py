@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from datasets.errors import DataError
+from hashbench.datasets.errors import DataError
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0

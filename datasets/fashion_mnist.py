@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.base import TEST, TRAIN, Dataset
-from datasets.cache import cache_dir
-from datasets.download import download, file_digest
-from datasets.errors import DataError
-from datasets.idx import read_idx
+from hashbench.datasets.base import TEST, TRAIN, Dataset
+from hashbench.datasets.cache import cache_dir
+from hashbench.datasets.download import download, file_digest
+from hashbench.datasets.errors import DataError
+from hashbench.datasets.idx import read_idx
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

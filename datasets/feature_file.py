@@ -54,9 +54,9 @@ from typing import Any
 
 import numpy as np
 
-from datasets.base import Dataset
-from datasets.errors import DataError
-from datasets.registry import check_bool_option
+from hashbench.datasets.base import Dataset
+from hashbench.datasets.errors import DataError
+from hashbench.datasets.registry import check_bool_option
 
 SPLITS = ("query", "database", "train")
 SPLIT_ALIASES = {"train": ("train",), "query": ("query", "test", "val"), "database": ("database", "retrieval", "db")}

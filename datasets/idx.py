@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DataError
+from hashbench.datasets.errors import DataError
 
 _TYPES = {
     0x08: np.dtype(np.uint8),

@@ -55,9 +55,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.base import Dataset
-from datasets.errors import DataError
-from datasets.registry import check_bool_option
+from hashbench.datasets.base import Dataset
+from hashbench.datasets.errors import DataError
+from hashbench.datasets.registry import check_bool_option
 
 SPLIT_FILES = {"query": "test.txt", "database": "database.txt", "train": "train.txt"}
 _ROW_ORDER = ("database", "train", "query")  # rows of the database come first, in its file order

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from datasets.base import TEST, TRAIN, Dataset
-from datasets.errors import DataError, UnknownDatasetError
+from hashbench.datasets.base import TEST, TRAIN, Dataset
+from hashbench.datasets.errors import DataError, UnknownDatasetError
 
 
 @dataclass(frozen=True)
@@ -362,7 +362,7 @@ def _judge_overlap(overlap: dict[str, int], n_query: int, protocol: Protocol, da
 
 def _same_item_message(in_db: int, in_train: int, n_query: int, protocol: Protocol,
                        data: Dataset) -> str:
-    from datasets.listfile import SPLIT_FILES, ImageFiles
+    from hashbench.datasets.listfile import SPLIT_FILES, ImageFiles
 
     list_files = protocol.predefined and isinstance(data.images, ImageFiles)
     if list_files:
@@ -415,7 +415,7 @@ def split_digest(split: Split, data: Dataset) -> str:
     Raises:
         DataError: an index array is not 1-d integer rows of ``data``.
     """
-    from datasets.listfile import ImageFiles
+    from hashbench.datasets.listfile import ImageFiles
 
     n = len(data)
     h = hashlib.sha256(_DIGEST_VERSION.encode())

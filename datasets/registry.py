@@ -7,20 +7,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datasets.base import Dataset
-from datasets.errors import DataError, UnknownDatasetError
+from hashbench.datasets.base import Dataset
+from hashbench.datasets.errors import DataError, UnknownDatasetError
 
 # name -> "module:function"; the function returns a `Dataset`. Loaders that read files take
 # ``data_root`` (str | None); the keyword parameters of a loader are the options it reads.
 LOADERS: dict[str, str] = {
-    "digits": "datasets.digits:load_digits",
-    "fashion-mnist": "datasets.fashion_mnist:load_fashion_mnist",
-    "cifar10": "datasets.cifar10:load_cifar10",
-    "listfile": "datasets.listfile:load_listfile",
-    "nus-wide-21": "datasets.listfile:load_nus_wide_21",
-    "coco": "datasets.listfile:load_coco",
-    "mirflickr25k": "datasets.listfile:load_mirflickr25k",
-    "features": "datasets.feature_file:load_feature_file",
+    "digits": "hashbench.datasets.digits:load_digits",
+    "fashion-mnist": "hashbench.datasets.fashion_mnist:load_fashion_mnist",
+    "cifar10": "hashbench.datasets.cifar10:load_cifar10",
+    "listfile": "hashbench.datasets.listfile:load_listfile",
+    "nus-wide-21": "hashbench.datasets.listfile:load_nus_wide_21",
+    "coco": "hashbench.datasets.listfile:load_coco",
+    "mirflickr25k": "hashbench.datasets.listfile:load_mirflickr25k",
+    "features": "hashbench.datasets.feature_file:load_feature_file",
 }
 # Why a loader without a ``data_root`` parameter reads no files (said when one is given anyway).
 NO_FILES: dict[str, str] = {"digits": "it ships with scikit-learn"}

@@ -1,6 +1,6 @@
 """Hashing methods: the `Hasher` contract, the registry, and one module per method."""
-from methods.base import Hasher, InputError, NotFittedError, pack_bits, unpack_bits
-from methods.registry import (
+from hashbench.methods.base import Hasher, InputError, NotFittedError, pack_bits, unpack_bits
+from hashbench.methods.registry import (
     UnknownMethodError,
     describe_methods,
     get_method,

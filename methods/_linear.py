@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from methods.base import InputError
+from hashbench.methods.base import InputError
 
 # Rows per block when centring and projecting: bounds the float64 temporary to 256 MB at d=4096.
 _BLOCK_ROWS = 8192

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from methods.base import InputError
+from hashbench.methods.base import InputError
 
 
 def resolve_device(device: str) -> torch.device:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from methods.constraints import (
+from hashbench.methods.constraints import (
     Integral,
     Interval,
     InvalidParameterError,
@@ -111,7 +111,7 @@ class Hasher:
 
     Adding a method::
 
-        from methods.constraints import Integral, Interval
+        from hashbench.methods.constraints import Integral, Interval
 
         @register_method
         class MyHash(Hasher):

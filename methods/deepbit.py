@@ -47,9 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from methods._affine import affine
-from methods.base import Hasher, InputError
-from methods.constraints import (
+from hashbench.methods._affine import affine
+from hashbench.methods.base import Hasher, InputError
+from hashbench.methods.constraints import (
     TORCH_SEED_MAX,
     DeviceName,
     FiniteRealSequence,
@@ -58,7 +58,7 @@ from methods.constraints import (
     Real,
     StrOptions,
 )
-from methods.registry import register_method
+from hashbench.methods.registry import register_method
 
 RELEASE_IMAGES = 50000
 THRESHOLD_RULES = ("train-mean", "train-bit-mean")
@@ -212,8 +212,8 @@ class DeepBit(Hasher):
     def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:
         n, d = X.shape
         views = self._check_views(side["views"], n, d)
-        from methods._torch_device import resolve_device
-        from methods.deepbit_model import train_deepbit
+        from hashbench.methods._torch_device import resolve_device
+        from hashbench.methods.deepbit_model import train_deepbit
 
         device = str(resolve_device(self.device))
         batch1 = int(self.batch_size)

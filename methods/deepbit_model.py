@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from methods._torch_device import cpu_generator, resolve_device
-from methods.deepbit import ACTIVATIONS, BALANCE_ESTIMATORS
+from hashbench.methods._torch_device import cpu_generator, resolve_device
+from hashbench.methods.deepbit import ACTIVATIONS, BALANCE_ESTIMATORS
 
 
 class DeepBitHead(nn.Module):

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from methods._linear import check_pca_bits, fit_pca, project_centred
-from methods.base import Hasher
-from methods.constraints import Integral, Interval
-from methods.registry import register_method
+from hashbench.methods._linear import check_pca_bits, fit_pca, project_centred
+from hashbench.methods.base import Hasher
+from hashbench.methods.constraints import Integral, Interval
+from hashbench.methods.registry import register_method
 
 
 def random_rotation(r: int, rng: np.random.Generator) -> np.ndarray:

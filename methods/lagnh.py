@@ -64,8 +64,8 @@ from typing import Any
 
 import numpy as np
 
-from methods.base import Hasher, InputError
-from methods.constraints import (
+from hashbench.methods.base import Hasher, InputError
+from hashbench.methods.constraints import (
     TORCH_SEED_MAX,
     DeviceName,
     Integral,
@@ -75,7 +75,7 @@ from methods.constraints import (
     describe_constraints,
     make_constraint,
 )
-from methods.registry import register_method
+from hashbench.methods.registry import register_method
 
 # Preset training schedules; a preset fills the schedule hyper-parameters left as None.
 # early_stop_patience 0 = no early stopping. "fast" (the default) keeps the authors' 1 + 5 steps per
@@ -297,7 +297,7 @@ class LAGNH(Hasher):
 
     # ----------------------------------------------------------------- fit / project
     def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:
-        from methods import lagnh_model
+        from hashbench.methods import lagnh_model
 
         sched = self._schedule()
         P = self._tags(side, None)
@@ -331,7 +331,7 @@ class LAGNH(Hasher):
         self.resolved_params_ = {**sched, "n_anchors": m, "device": str(device)}
 
     def _project(self, X: np.ndarray, **side: np.ndarray) -> np.ndarray:
-        from methods import lagnh_model
+        from hashbench.methods import lagnh_model
 
         # Encoding reads hyper-parameters (encode_mode, sigma, ...) that set_params may change after fit.
         self.validate_params()

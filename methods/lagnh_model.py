@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import DenseGCNConv
 
-from methods._torch_device import resolve_device
+from hashbench.methods._torch_device import resolve_device
 
 # F.normalize's default floor, as in the authors' row normalisations.
 _EPS = 1e-12

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from methods._linear import project_centred
-from methods.base import Hasher
-from methods.registry import register_method
+from hashbench.methods._linear import project_centred
+from hashbench.methods.base import Hasher
+from hashbench.methods.registry import register_method
 
 
 @register_method

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from methods._linear import check_pca_bits, fit_pca, project_centred
-from methods.base import Hasher
-from methods.registry import register_method
+from hashbench.methods._linear import check_pca_bits, fit_pca, project_centred
+from hashbench.methods.base import Hasher
+from hashbench.methods.registry import register_method
 
 
 @register_method

@@ -13,24 +13,24 @@ import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from methods.base import FAMILIES, Hasher
+from hashbench.methods.base import FAMILIES, Hasher
 
 ENTRY_POINT_GROUP = "hashbench.methods"
 
 # name -> module that registers it. Ablations share their parent's module.
 BUILTIN: dict[str, str] = {
-    "lsh": "methods.lsh",
-    "pcah": "methods.pcah",
-    "itq": "methods.itq",
-    "sh": "methods.sh",
-    "sgh": "methods.sgh",
-    "sgh-graph": "methods.sgh_graph",
-    "deepbit": "methods.deepbit",
-    "lagnh": "methods.lagnh",
-    "lagnh-noaux": "methods.lagnh",
-    "lagnh-noadv": "methods.lagnh",
-    "lagnh-norec": "methods.lagnh",
-    "lagnh-noatt": "methods.lagnh",
+    "lsh": "hashbench.methods.lsh",
+    "pcah": "hashbench.methods.pcah",
+    "itq": "hashbench.methods.itq",
+    "sh": "hashbench.methods.sh",
+    "sgh": "hashbench.methods.sgh",
+    "sgh-graph": "hashbench.methods.sgh_graph",
+    "deepbit": "hashbench.methods.deepbit",
+    "lagnh": "hashbench.methods.lagnh",
+    "lagnh-noaux": "hashbench.methods.lagnh",
+    "lagnh-noadv": "hashbench.methods.lagnh",
+    "lagnh-norec": "hashbench.methods.lagnh",
+    "lagnh-noatt": "hashbench.methods.lagnh",
 }
 
 _REGISTRY: dict[str, type[Hasher]] = {}

@@ -57,10 +57,10 @@ from typing import Any
 
 import numpy as np
 
-from methods._affine import affine
-from methods.base import Hasher
-from methods.constraints import TORCH_SEED_MAX, DeviceName, Integral, Interval, Real, StrOptions
-from methods.registry import register_method
+from hashbench.methods._affine import affine
+from hashbench.methods.base import Hasher
+from hashbench.methods.constraints import TORCH_SEED_MAX, DeviceName, Integral, Interval, Real, StrOptions
+from hashbench.methods.registry import register_method
 
 # The authors' demo: 5,000 iterations and a halving every 2,000, batches of 500, MNIST's 60,000 rows.
 DEMO_EPOCHS = 5000 * 500 / 60000
@@ -154,8 +154,8 @@ class SGH(Hasher):
         self.device = device
 
     def _fit(self, X: np.ndarray) -> None:
-        from methods._torch_device import resolve_device
-        from methods.sgh_model import train_sgh
+        from hashbench.methods._torch_device import resolve_device
+        from hashbench.methods.sgh_model import train_sgh
 
         device = str(resolve_device(self.device))
         n = X.shape[0]

@@ -35,9 +35,9 @@ import math
 import numpy as np
 import scipy.linalg
 
-from methods.base import Hasher, InputError
-from methods.constraints import Integral, Interval, Real
-from methods.registry import register_method
+from hashbench.methods.base import Hasher, InputError
+from hashbench.methods.constraints import Integral, Interval, Real
+from hashbench.methods.registry import register_method
 
 _BLOCK_ROWS = 8192
 

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from methods._torch_device import cpu_generator, resolve_device
-from methods.sgh import XI_MODES
+from hashbench.methods._torch_device import cpu_generator, resolve_device
+from hashbench.methods.sgh import XI_MODES
 
 
 class DoublyStochasticNeuron(torch.autograd.Function):

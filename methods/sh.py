@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from methods._linear import fit_pca, project_centred
-from methods.base import Hasher
-from methods.registry import register_method
+from hashbench.methods._linear import fit_pca, project_centred
+from hashbench.methods.base import Hasher
+from hashbench.methods.registry import register_method
 
 # Box margin of the original code (MATLAB's eps): keeps R_j > 0 on an axis where all points agree.
 _BOX_EPS = float(np.finfo(np.float64).eps)

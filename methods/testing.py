@@ -2,7 +2,7 @@
 
 Use from a test::
 
-    from methods.testing import check_hasher
+    from hashbench.methods.testing import check_hasher
     check_hasher(ITQ)                      # runs every check, raises AssertionError on the first failure
     check_hasher(MyDeep, epochs=1)         # small hyper-parameters for a slow method
 
@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from methods.base import FAMILIES, Hasher, InputError, NotFittedError, pack_bits
-from methods.constraints import make_constraint
+from hashbench.methods.base import FAMILIES, Hasher, InputError, NotFittedError, pack_bits
+from hashbench.methods.constraints import make_constraint
 
 # ----------------------------------------------------------------------------- synthetic data
 
@@ -170,7 +170,7 @@ def _expect_error(error: type[Exception], what: str, fn: Callable[[], Any]) -> E
 
 def check_metadata(case: Case) -> None:
     """Class metadata is well formed and the registry knows the class under its name."""
-    from methods.registry import get_method
+    from hashbench.methods.registry import get_method
 
     cls = case.cls
     assert isinstance(cls.name, str) and cls.name, "name must be a non-empty string"

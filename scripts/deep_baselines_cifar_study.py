@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.base import TEST, TRAIN  # noqa: E402
-from datasets.features.registry import compute_features  # noqa: E402
-from datasets.features.side import compute_side  # noqa: E402
-from datasets.registry import load_dataset  # noqa: E402
-from methods.registry import get_method  # noqa: E402
+from hashbench.datasets.base import TEST, TRAIN  # noqa: E402
+from hashbench.datasets.features.registry import compute_features  # noqa: E402
+from hashbench.datasets.features.side import compute_side  # noqa: E402
+from hashbench.datasets.registry import load_dataset  # noqa: E402
+from hashbench.methods.registry import get_method  # noqa: E402
 from scripts.sgh_xi_study import hamming_map  # noqa: E402
 
 

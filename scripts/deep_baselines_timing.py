@@ -29,7 +29,7 @@ def main() -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from methods.registry import get_method
+    from hashbench.methods.registry import get_method
 
     torch.set_num_threads(args.threads)
     # threadpoolctl limits only the libraries loaded when its context opens: load scipy's BLAS first.

@@ -39,7 +39,7 @@ def main() -> None:
 
     import torch
 
-    from methods.lagnh import LAGNH
+    from hashbench.methods.lagnh import LAGNH
 
     X, P = synthetic(args.n, args.d, args.tags)
     from torch.utils.flop_counter import FlopCounterMode

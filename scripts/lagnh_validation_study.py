@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.evaluation import evaluate  # noqa: E402
 from bench.prepare import prepare  # noqa: E402
-from methods.registry import get_method  # noqa: E402
+from hashbench.methods.registry import get_method  # noqa: E402
 
 
 def validation_split(labels: dict, split, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

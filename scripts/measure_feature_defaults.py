@@ -111,7 +111,7 @@ def speed_table(specs: list[tuple[str, int, str]], images: np.ndarray, rounds: i
     """
     import torch
 
-    from datasets.features.backbone import Backbone, auto_batch_size
+    from hashbench.datasets.features.backbone import Backbone, auto_batch_size
 
     clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
 
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from datasets.base import Dataset
-    from datasets.features import compute_features, compute_side
+    from hashbench.datasets.base import Dataset
+    from hashbench.datasets.features import compute_features, compute_side
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["HASHBENCH_DATA"] = tempfile.mkdtemp(prefix="hashbench-measure-")
-    from datasets import load_dataset
+    from hashbench.datasets import load_dataset
 
     try:
         t, d = _timed(lambda: load_dataset("fashion-mnist"))

@@ -18,10 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.evaluation import evaluate  # noqa: E402
-from datasets.base import TEST  # noqa: E402
-from datasets.features.effnet import extract_effnet_lite0  # noqa: E402
-from datasets.registry import load_dataset  # noqa: E402
-from methods.registry import get_method  # noqa: E402
+from hashbench.datasets.base import TEST  # noqa: E402
+from hashbench.datasets.features.effnet import extract_effnet_lite0  # noqa: E402
+from hashbench.datasets.registry import load_dataset  # noqa: E402
+from hashbench.methods.registry import get_method  # noqa: E402
 
 
 def main() -> None:

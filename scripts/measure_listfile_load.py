@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets import load_dataset  # noqa: E402
+from hashbench.datasets import load_dataset  # noqa: E402
 
 
 def _build(root: Path, n: int, n_labels: int, seed: int) -> list[str]:

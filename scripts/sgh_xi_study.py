@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from methods.registry import get_method  # noqa: E402
+from hashbench.methods.registry import get_method  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import TEST, TRAIN, DataError, get_protocol, load_dataset, make_split, split_digest
-from datasets import cifar10 as c10
-from datasets.base import Dataset
+from hashbench.datasets import TEST, TRAIN, DataError, get_protocol, load_dataset, make_split, split_digest
+from hashbench.datasets import cifar10 as c10
+from hashbench.datasets.base import Dataset
 from local_http_server import serve_folder
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -11,8 +11,8 @@ import pytest
 from bench.cli import main
 from bench.report import load_runs
 from bench.tracking import Tracker
-from methods.base import Hasher
-from methods.registry import _REGISTRY, register_method
+from hashbench.methods.base import Hasher
+from hashbench.methods.registry import _REGISTRY, register_method
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -164,7 +164,7 @@ def test_list_shows_the_shallow_baselines(capsys):
 
 
 def test_importing_bench_and_choosing_itq_does_not_import_torch_geometric():
-    code = ("import sys, bench, bench.cli, bench.runner; from methods import get_method; get_method('itq'); "
+    code = ("import sys, bench, bench.cli, bench.runner; from hashbench.methods import get_method; get_method('itq'); "
             "print('torch_geometric' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

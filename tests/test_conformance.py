@@ -7,8 +7,8 @@ import importlib.util
 
 import pytest
 
-from methods.registry import BUILTIN, get_method
-from methods.testing import CHECKS, run_check
+from hashbench.methods.registry import BUILTIN, get_method
+from hashbench.methods.testing import CHECKS, run_check
 
 
 def _method_class(name: str):
@@ -29,9 +29,9 @@ def test_conformance(name, check):
 
 import numpy as np  # noqa: E402
 
-from methods.base import check_features  # noqa: E402
-from methods.constraints import Integral, Interval, Real  # noqa: E402
-from methods.lsh import LSH  # noqa: E402
+from hashbench.methods.base import check_features  # noqa: E402
+from hashbench.methods.constraints import Integral, Interval, Real  # noqa: E402
+from hashbench.methods.lsh import LSH  # noqa: E402
 
 SCALE = {"scale": [Interval(Real, 0, None, closed="neither")]}
 
@@ -181,6 +181,6 @@ def test_an_undeclared_parameter_is_a_programming_error_not_an_input_error():
 
 
 def test_lsh_passes_with_other_sizes():
-    from methods.testing import check_hasher
+    from hashbench.methods.testing import check_hasher
 
     check_hasher(LSH, n_bits=5, n_samples=40, n_features=3)

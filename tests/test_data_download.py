@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from datasets.download import download, extract_tar, verify
-from datasets.errors import DataError
+from hashbench.datasets.download import download, extract_tar, verify
+from hashbench.datasets.errors import DataError
 from local_http_server import serve_folder
 
 PAYLOAD = os.urandom(300_000) + b"end"

@@ -4,9 +4,9 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from methods.base import InputError
-from methods.deepbit import DeepBit, head_outputs
-from methods.deepbit_model import (
+from hashbench.methods.base import InputError
+from hashbench.methods.deepbit import DeepBit, head_outputs
+from hashbench.methods.deepbit_model import (
     DeepBitHead,
     balance_loss,
     quantization_loss,

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import TEST, TRAIN, DataError, load_dataset
-from datasets import fashion_mnist as fm
-from datasets.idx import read_idx
+from hashbench.datasets import TEST, TRAIN, DataError, load_dataset
+from hashbench.datasets import fashion_mnist as fm
+from hashbench.datasets.idx import read_idx
 from local_http_server import serve_folder
 
 N_TRAIN, N_TEST = 6, 4

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from datasets import DataError, get_protocol, load_dataset, make_split
+from hashbench.datasets import DataError, get_protocol, load_dataset, make_split
 
 N = {"query": 4, "database": 9, "train": 5}
 D, C, T = 6, 5, 3
@@ -92,7 +92,7 @@ def test_without_train_split_the_database_trains(tmp_path):
 
 def test_files_of_the_same_shapes_get_different_split_digests(tmp_path):
     """Predefined splits are index ranges fixed by the sizes: the digest must see the feature values."""
-    from datasets import split_digest
+    from hashbench.datasets import split_digest
 
     ref = _splits()
     rng = np.random.default_rng(7)

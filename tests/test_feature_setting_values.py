@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import DataError, Dataset, compute_features
-from datasets.features import check_settings, compute_side
-from datasets.features import constraints as C
-from datasets.features.defaults import DATASET_SETTINGS
-from datasets.features.registry import EXTRACTORS, extractor_function
-from datasets.features.side import TAG_CACHE_K, side_function, side_names
+from hashbench.datasets import DataError, Dataset, compute_features
+from hashbench.datasets.features import check_settings, compute_side
+from hashbench.datasets.features import constraints as C
+from hashbench.datasets.features.defaults import DATASET_SETTINGS
+from hashbench.datasets.features.registry import EXTRACTORS, extractor_function
+from hashbench.datasets.features.side import TAG_CACHE_K, side_function, side_names
 
 REPO = Path(__file__).resolve().parents[1]
 EFFNET = "the 'effnet-lite0' extractor"
@@ -130,7 +130,7 @@ def test_values_are_checked_after_names_and_only_for_given_settings():
 def test_bad_values_are_refused_without_importing_torch_or_loading_data():
     code = textwrap.dedent("""
         import sys
-        from datasets.features import check_settings
+        from hashbench.datasets.features import check_settings
         for features, side in (({"input_size": 100000}, {}), ({"batch_size": 0}, {}), ({"device": "banana"}, {}),
                                ({}, {"tags": {"k": 0}}), ({}, {"views": {"angles": []}})):
             try:
@@ -138,7 +138,7 @@ def test_bad_values_are_refused_without_importing_torch_or_loading_data():
             except Exception as err:
                 print(type(err).__name__)
         print(sorted(m for m in sys.modules if m in ("torch", "sklearn", "scipy", "PIL")
-                     or m.startswith(("datasets.cifar10", "datasets.listfile"))))
+                     or m.startswith(("hashbench.datasets.cifar10", "hashbench.datasets.listfile"))))
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["DataError"] * 5 + ["[]"]
@@ -187,7 +187,7 @@ def test_a_cuda_device_this_machine_has_passes():
 
 
 def test_the_use_sites_refuse_an_absent_device_the_same_way(torch_without_gpus):
-    from datasets.features.backbone import resolve_device
+    from hashbench.datasets.features.backbone import resolve_device
 
     data = Dataset(name="tiny", labels=np.zeros(2, int), images=np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(DataError) as early:

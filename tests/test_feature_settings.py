@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import DataError, Dataset, UnknownDatasetError, compute_features
-from datasets.features import LOCAL_KEYS, check_settings, compute_side, inherited_side_settings
+from hashbench.datasets import DataError, Dataset, UnknownDatasetError, compute_features
+from hashbench.datasets.features import LOCAL_KEYS, check_settings, compute_side, inherited_side_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,14 +53,14 @@ def test_unknown_extractor_is_the_unknown_name_error():
 def test_check_settings_loads_no_data_and_imports_no_torch():
     code = textwrap.dedent("""
         import sys
-        from datasets.features import check_settings
+        from hashbench.datasets.features import check_settings
         check_settings("cifar10", None, {"input_size": 96}, {"tags": {"k": 3}, "views": {}})
         try:
             check_settings("cifar10", None, {}, {"tags": {"kk": 3}})
         except Exception as err:
             print(type(err).__name__)
         loaded = sorted(m for m in sys.modules if m in ("torch", "sklearn", "PIL", "h5py", "scipy")
-                        or m in ("datasets.cifar10", "datasets.fashion_mnist", "datasets.digits"))
+                        or m in ("hashbench.datasets.cifar10", "hashbench.datasets.fashion_mnist", "hashbench.datasets.digits"))
         print(loaded)
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

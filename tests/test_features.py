@@ -14,12 +14,12 @@ import pytest
 pytest.importorskip("efficientnet_lite_pytorch")
 torch = pytest.importorskip("torch")
 
-from datasets.base import Dataset  # noqa: E402
-from datasets.errors import DataError  # noqa: E402
-from datasets.features import cache as feature_cache  # noqa: E402
-from datasets.features import LOCAL_KEYS, compute_features, compute_side, inherited_side_settings  # noqa: E402
-from datasets.features.backbone import weights_path  # noqa: E402
-from datasets.features.rotation import inscribed_scale, rotate_crop  # noqa: E402
+from hashbench.datasets.base import Dataset  # noqa: E402
+from hashbench.datasets.errors import DataError  # noqa: E402
+from hashbench.datasets.features import cache as feature_cache  # noqa: E402
+from hashbench.datasets.features import LOCAL_KEYS, compute_features, compute_side, inherited_side_settings  # noqa: E402
+from hashbench.datasets.features.backbone import weights_path  # noqa: E402
+from hashbench.datasets.features.rotation import inscribed_scale, rotate_crop  # noqa: E402
 
 SIZE = 32  # network input size used throughout: the smallest the extractor accepts
 
@@ -115,7 +115,7 @@ def test_lazy_sequences_and_mixed_sizes(data_home):
 
 
 def test_sklearn_digits_subset(data_home):
-    from datasets.digits import load_digits
+    from hashbench.datasets.digits import load_digits
 
     feats, info = compute_features(load_digits(), "effnet-lite0", indices=np.arange(0, 1797, 180), input_size=SIZE)
     assert feats.shape == (10, 1280) and np.isfinite(feats).all() and info["dim"] == 1280
@@ -257,8 +257,8 @@ def test_user_errors_are_data_errors(data_home):
 def test_the_network_layer_refuses_bad_values_itself(data_home):
     """Defence in depth: below the checked extractor functions, the backbone and the pooled-feature
     routine refuse bad values with a `DataError`, never a torch error or a silent default."""
-    from datasets.features.backbone import Backbone
-    from datasets.features.effnet import pooled_features
+    from hashbench.datasets.features.backbone import Backbone
+    from hashbench.datasets.features.effnet import pooled_features
 
     for size in (16, 1025, 100000, "abc", True):
         with pytest.raises(DataError, match=r"^input_size=.* is not a valid setting of the network 'efficientnet-"
@@ -320,7 +320,7 @@ def test_same_network_tags_are_read_off_the_cached_features(data_home, forward_c
 
 
 def test_dataset_default_settings_apply_unless_overridden(data_home, monkeypatch):
-    from datasets.features import defaults
+    from hashbench.datasets.features import defaults
 
     assert defaults.default_settings("fashion-mnist", "effnet-lite0") == {"input_size": 96}
     assert defaults.default_settings("fashion-mnist", "tags") == {"tag_model": "same"}

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from methods.base import unpack_bits
-from methods.lagnh import LAGNH, LAGNHNoAdv, LAGNHNoAtt, LAGNHNoAux, LAGNHNoRec
-from methods.registry import get_method
+from hashbench.methods.base import unpack_bits
+from hashbench.methods.lagnh import LAGNH, LAGNHNoAdv, LAGNHNoAtt, LAGNHNoAux, LAGNHNoRec
+from hashbench.methods.registry import get_method
 
 torch = pytest.importorskip("torch")
-lagnh_model = pytest.importorskip("methods.lagnh_model")
+lagnh_model = pytest.importorskip("hashbench.methods.lagnh_model")
 
 SMALL = {"batch_size": 200, "g_steps": 2, "hidden": 64, "embed_dim": 32, "device": "cpu"}
 
@@ -360,7 +360,7 @@ def test_noaux_target_is_feature_cosine():
 
 
 def test_bad_inputs_raise_input_error(data, trained):
-    from methods.base import InputError
+    from hashbench.methods.base import InputError
 
     X, P, _ = data
     with pytest.raises(InputError, match="tags"):
@@ -381,7 +381,7 @@ def test_bad_inputs_raise_input_error(data, trained):
 
 def test_import_does_not_load_torch_geometric():
     code = (
-        "import sys, methods.lagnh, methods.registry as r; r.get_method('lagnh-noaux'); "
+        "import sys, hashbench.methods.lagnh, hashbench.methods.registry as r; r.get_method('lagnh-noaux'); "
         "bad = [m for m in ('torch', 'torch_geometric') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
@@ -389,7 +389,7 @@ def test_import_does_not_load_torch_geometric():
 
 def test_anchored_mode_passes_the_conformance_row_independence_check():
     """`methods.testing` skips the check for batch-dependent classes; run it on anchored LAGNH."""
-    from methods.testing import check_row_independence, make_case
+    from hashbench.methods.testing import check_row_independence, make_case
 
     class AnchoredLAGNH(LAGNH):  # not registered: only the check's view of the class changes
         batch_dependent = False

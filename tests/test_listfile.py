@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import DataError, get_protocol, load_dataset, make_split
+from hashbench.datasets import DataError, get_protocol, load_dataset, make_split
 
 # Distinct images of the fixture: relative path -> how it is written.
 RGB = np.arange(6 * 5 * 3, dtype=np.uint8).reshape(6, 5, 3) * 2
@@ -280,7 +280,7 @@ def test_a_query_path_spelled_differently_in_train_txt_is_the_same_image(listset
 
 
 def test_the_standard_lists_have_no_overlap_and_a_content_digest(listset, monkeypatch):
-    from datasets import split_digest
+    from hashbench.datasets import split_digest
 
     data = load_dataset("listfile", data_root=str(listset))
     split = make_split(get_protocol("listfile"), data)
@@ -345,7 +345,7 @@ def test_spellings_resolve_against_the_image_root_not_the_list_folder(tmp_path, 
 
 
 def test_an_absolute_spelling_of_a_database_image_in_train_txt_changes_neither_rows_nor_digest(listset):
-    from datasets import split_digest
+    from hashbench.datasets import split_digest
 
     data = load_dataset("listfile", data_root=str(listset))
     split = make_split(get_protocol("listfile"), data)

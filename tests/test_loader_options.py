@@ -6,8 +6,8 @@ import inspect
 
 import pytest
 
-from datasets import DataError, UnknownDatasetError, check_loader_options, dataset_names, load_dataset
-from datasets import registry
+from hashbench.datasets import DataError, UnknownDatasetError, check_loader_options, dataset_names, load_dataset
+from hashbench.datasets import registry
 
 
 def test_data_root_for_a_dataset_that_reads_no_files_is_an_error():
@@ -109,8 +109,8 @@ def test_every_plain_bool_option_of_every_loader_is_checked(loaders_must_not_run
 
 
 def test_the_loaders_refuse_a_non_bool_themselves(tmp_path):
-    from datasets.feature_file import load_feature_file
-    from datasets.listfile import load_coco, load_listfile
+    from hashbench.datasets.feature_file import load_feature_file
+    from hashbench.datasets.listfile import load_coco, load_listfile
 
     with pytest.raises(DataError, match=r"^option check_images .* of listfile must be True or False, got 'False'$"):
         load_listfile(str(tmp_path), check_images="False")

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from sklearn.utils._param_validation import Interval as SklearnInterval
 
-from methods import lagnh
-from methods.base import InputError
-from methods.constraints import DeviceName, FiniteRealSequence, Interval, Real
-from methods.itq import ITQ
-from methods.lagnh import LAGNH, LAGNHNoAux
-from methods.lsh import LSH
-from methods.registry import BUILTIN, get_method
+from hashbench.methods import lagnh
+from hashbench.methods.base import InputError
+from hashbench.methods.constraints import DeviceName, FiniteRealSequence, Interval, Real
+from hashbench.methods.itq import ITQ
+from hashbench.methods.lagnh import LAGNH, LAGNHNoAux
+from hashbench.methods.lsh import LSH
+from hashbench.methods.registry import BUILTIN, get_method
 
 NAN, INF = float("nan"), float("inf")
 
@@ -291,7 +291,7 @@ def test_a_malformed_declaration_fails_when_the_class_is_made():
 def test_validate_params_needs_neither_data_nor_torch():
     code = (
         "import sys\n"
-        "from methods.registry import method_names, get_method\n"
+        "from hashbench.methods.registry import method_names, get_method\n"
         "for name in method_names(): get_method(name)(16).validate_params()\n"
         "bad = [m for m in ('torch', 'torch_geometric') if m in sys.modules]; assert not bad, bad\n"
     )

@@ -124,8 +124,8 @@ def test_code_fingerprint_follows_imports_not_unrelated_files(tmp_path, monkeypa
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     fp, modules = record.code_fingerprint("hbplug.method")
-    assert {"hbplug", "hbplug.method", "hbplug.helper", "bench.evaluation", "datasets.features.side"} <= set(modules)
-    assert "hbplug.unrelated" not in modules and "methods.lagnh" not in modules
+    assert {"hbplug", "hbplug.method", "hbplug.helper", "bench.evaluation", "hashbench.datasets.features.side"} <= set(modules)
+    assert "hbplug.unrelated" not in modules and "hashbench.methods.lagnh" not in modules
     (pkg / "unrelated.py").write_text("OTHER = 2\n")
     assert record.code_fingerprint("hbplug.method")[0] == fp
     (pkg / "helper.py").write_text("VALUE = 1  # a comment edit voids runs: accepted\n")
@@ -134,7 +134,7 @@ def test_code_fingerprint_follows_imports_not_unrelated_files(tmp_path, monkeypa
 
 
 def test_code_fingerprint_of_itq_does_not_import_torch_or_read_lagnh():
-    fp, modules = record.code_fingerprint("methods.itq")
-    assert "methods.itq" in modules and "methods._linear" in modules and "methods.lagnh" not in modules
-    fp2, modules2 = record.code_fingerprint("methods.lagnh")
-    assert "methods.lagnh_model" in modules2 and fp2 != fp
+    fp, modules = record.code_fingerprint("hashbench.methods.itq")
+    assert "hashbench.methods.itq" in modules and "hashbench.methods._linear" in modules and "hashbench.methods.lagnh" not in modules
+    fp2, modules2 = record.code_fingerprint("hashbench.methods.lagnh")
+    assert "hashbench.methods.lagnh_model" in modules2 and fp2 != fp

@@ -29,8 +29,8 @@ import time
 
 import numpy as np
 
-from methods.base import Hasher
-from methods.registry import register_method
+from hashbench.methods.base import Hasher
+from hashbench.methods.registry import register_method
 
 
 @register_method

@@ -16,8 +16,8 @@ from bench import tracking
 from bench.cli import main
 from bench.report import load_runs
 from bench.tracking import Tracker
-from methods.base import Hasher
-from methods.registry import _REGISTRY, register_method
+from hashbench.methods.base import Hasher
+from hashbench.methods.registry import _REGISTRY, register_method
 
 DIGITS = ["--dataset", "digits", "--features", "pixels"]
 
@@ -97,8 +97,8 @@ def test_the_same_file_moved_elsewhere_is_the_same_run(tmp_path, tracking_uri, c
 # ----------------------------------------------------------------------------------- 2. stale code reuse
 PLUGIN_SOURCE = '''
 import numpy as np
-from methods.base import Hasher
-from methods.registry import register_method
+from hashbench.methods.base import Hasher
+from hashbench.methods.registry import register_method
 
 SHIFT = {shift}
 
@@ -410,8 +410,8 @@ def test_a_scoring_error_is_the_harness_fault_not_the_methods(tracking_uri, monk
 
 def test_non_numeric_facts_of_a_method_reach_the_record():
     from bench.record import Layout
-    from methods import get_method
-    from methods.testing import make_features
+    from hashbench.methods import get_method
+    from hashbench.methods.testing import make_features
 
     X, _ = make_features(120, 16)
     views = np.repeat(X[:, None, :], 4, axis=1)
@@ -487,7 +487,7 @@ def _walk(run) -> list[str]:
 
 @pytest.mark.slow
 def test_no_two_values_of_any_methods_record_describe_one_thing(tracking_uri, data_home):
-    from methods import method_names, get_method
+    from hashbench.methods import method_names, get_method
 
     names = [n for n in method_names() if not n.endswith("-for-test")]
     small = [f"--param={n}.{k}={json.dumps(v)}" for n in names for k, v in get_method(n).conformance_params.items()]
@@ -605,7 +605,7 @@ def test_where_a_method_runs_is_not_part_of_its_identity(tracking_uri, capsys):
 
 
 def test_execution_params_name_real_parameters():
-    from methods import get_method, method_names
+    from hashbench.methods import get_method, method_names
 
     for name in method_names():
         cls = get_method(name)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from methods.base import InputError
-from methods.sgh import SGH, iterations_for
-from methods.sgh_model import DoublyStochasticNeuron, SGHNet, sample_thresholds, sgh_loss
+from hashbench.methods.base import InputError
+from hashbench.methods.sgh import SGH, iterations_for
+from hashbench.methods.sgh_model import DoublyStochasticNeuron, SGHNet, sample_thresholds, sgh_loss
 from retrieval_reference import mean_average_precision
 
 

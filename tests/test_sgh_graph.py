@@ -6,8 +6,8 @@ import pytest
 from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
 
-from methods.base import InputError
-from methods.sgh_graph import (
+from hashbench.methods.base import InputError
+from hashbench.methods.sgh_graph import (
     ScalableGraphHashing,
     approximate_similarity,
     rbf_features,

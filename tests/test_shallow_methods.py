@@ -7,11 +7,11 @@ import scipy.linalg
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-from methods.base import InputError, pack_bits, unpack_bits
-from methods.itq import ITQ, itq_rotation, procrustes_rotation, quantization_loss, random_rotation, sign_codes
-from methods.lsh import LSH
-from methods.pcah import PCAH
-from methods.sh import SH, spectral_modes
+from hashbench.methods.base import InputError, pack_bits, unpack_bits
+from hashbench.methods.itq import ITQ, itq_rotation, procrustes_rotation, quantization_loss, random_rotation, sign_codes
+from hashbench.methods.lsh import LSH
+from hashbench.methods.pcah import PCAH
+from hashbench.methods.sh import SH, spectral_modes
 
 SHALLOW = [LSH, PCAH, ITQ, SH]
 

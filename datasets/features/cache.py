@@ -39,13 +39,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from datasets.base import Dataset
-from datasets.cache import cache_dir
-from datasets.errors import DataError
+from hashbench.datasets.base import Dataset
+from hashbench.datasets.cache import cache_dir
+from hashbench.datasets.errors import DataError
 
 FORMAT_VERSION = 1
 BLOCK_BYTES = 24 << 20  # ~24 MB of values per block: cheap to rewrite, few files for 60k images
-log = logging.getLogger("datasets.features")
+log = logging.getLogger("hashbench.datasets.features")
 
 
 def as_rows(indices: Any, n: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datasets.errors import DataError
+from hashbench.datasets.errors import DataError
 
 __all__ = ["Choices", "DeviceName", "FiniteRealSequence", "Integral", "Interval", "Real", "allowed",
            "check_device_available", "check_value", "check_values", "declare_settings", "is_allowed"]
@@ -185,7 +185,7 @@ def check_device_available(device: Any, what: str) -> None:
     try:
         import torch
     except ImportError:
-        from datasets.features.backbone import INSTALL_HINT
+        from hashbench.datasets.features.backbone import INSTALL_HINT
 
         raise DataError(f"device={device!r} of {what} needs torch, which is not installed; {INSTALL_HINT}") from None
     kind, _, index = device.partition(":")

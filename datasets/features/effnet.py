@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from datasets.base import Dataset
-from datasets.features.backbone import BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, Backbone, auto_batch_size
-from datasets.features.cache import as_rows, cached_rows
-from datasets.features.constraints import declare_settings
-from datasets.features.images import fetch_images
+from hashbench.datasets.base import Dataset
+from hashbench.datasets.features.backbone import BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, Backbone, auto_batch_size
+from hashbench.datasets.features.cache import as_rows, cached_rows
+from hashbench.datasets.features.constraints import declare_settings
+from hashbench.datasets.features.images import fetch_images
 
 DEFAULT_INPUT_SIZE = 128
 DEFAULT_BATCH_SIZE = None  # None: `auto_batch_size` (16 at 128 px on CPU, 256 on a GPU)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.errors import DataError
+from hashbench.datasets.errors import DataError
 
 
 def fetch_images(images: Any, rows: np.ndarray) -> np.ndarray | list[np.ndarray]:

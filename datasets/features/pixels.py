@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.base import Dataset
-from datasets.errors import DataError
-from datasets.features.constraints import declare_settings
+from hashbench.datasets.base import Dataset
+from hashbench.datasets.errors import DataError
+from hashbench.datasets.features.constraints import declare_settings
 
 
 @declare_settings("the 'pixels' extractor", {})  # no settings

@@ -19,15 +19,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datasets.base import Dataset
-from datasets.errors import DataError, UnknownDatasetError
-from datasets.features.cache import as_rows
-from datasets.features.defaults import default_settings
+from hashbench.datasets.base import Dataset
+from hashbench.datasets.errors import DataError, UnknownDatasetError
+from hashbench.datasets.features.cache import as_rows
+from hashbench.datasets.features.defaults import default_settings
 
 # name -> "module:function(data, **settings) -> (features, info)"
 EXTRACTORS: dict[str, str] = {
-    "pixels": "datasets.features.pixels:extract_pixels",
-    "effnet-lite0": "datasets.features.effnet:extract_effnet_lite0",
+    "pixels": "hashbench.datasets.features.pixels:extract_pixels",
+    "effnet-lite0": "hashbench.datasets.features.effnet:extract_effnet_lite0",
 }
 
 # Image datasets get ImageNet CNN features unless told otherwise (``--features pixels`` for raw pixels).
@@ -69,7 +69,7 @@ def check_setting_values(fn: Callable[..., Any], given: dict[str, Any]) -> None:
             allowed (or why the device is not available).
         TypeError: ``fn`` declares no constraints (every registered function must).
     """
-    from datasets.features.constraints import check_values
+    from hashbench.datasets.features.constraints import check_values
 
     table = getattr(fn, "setting_constraints", None)
     if table is None:
@@ -145,8 +145,8 @@ def check_settings(dataset: str, extractor: str | None, feature_settings: dict[s
             take, an unknown side input, or a value a setting does not allow (one line naming the
             extractor or side input, the setting, the value and what is allowed).
     """
-    from datasets.features.side import side_function
-    from datasets.registry import PRECOMPUTED_FEATURES
+    from hashbench.datasets.features.side import side_function
+    from hashbench.datasets.registry import PRECOMPUTED_FEATURES
 
     if dataset in PRECOMPUTED_FEATURES:
         if extractor not in (None, "precomputed"):

@@ -58,15 +58,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datasets.base import Dataset
-from datasets.errors import DataError
-from datasets.features.backbone import BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, Backbone, auto_batch_size
-from datasets.features.cache import as_rows, cached_rows
-from datasets.features.constraints import Choices, FiniteRealSequence, Integral, Interval, declare_settings
-from datasets.features.defaults import default_settings
-from datasets.features.effnet import DEFAULT_BATCH_SIZE, DEFAULT_INPUT_SIZE, PREPROCESSING
-from datasets.features.images import fetch_images
-from datasets.features.rotation import rotate_crop
+from hashbench.datasets.base import Dataset
+from hashbench.datasets.errors import DataError
+from hashbench.datasets.features.backbone import BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, Backbone, auto_batch_size
+from hashbench.datasets.features.cache import as_rows, cached_rows
+from hashbench.datasets.features.constraints import Choices, FiniteRealSequence, Integral, Interval, declare_settings
+from hashbench.datasets.features.defaults import default_settings
+from hashbench.datasets.features.effnet import DEFAULT_BATCH_SIZE, DEFAULT_INPUT_SIZE, PREPROCESSING
+from hashbench.datasets.features.images import fetch_images
+from hashbench.datasets.features.rotation import rotate_crop
 
 N_IMAGENET_CLASSES = 1000
 TAG_CACHE_K = 20  # class ids kept per image in the cache: any k up to this reuses it
@@ -110,7 +110,7 @@ def compute_side(data: Dataset, name: str, *, indices: Any = None, **settings: A
         DataError: unknown side input, a setting it does not take, bad ``indices``, no images (or no
             shipped tags) to compute it from, or a setting value it refuses (e.g. ``k`` out of range).
     """
-    from datasets.features.registry import check_setting_names, setting_names
+    from hashbench.datasets.features.registry import check_setting_names, setting_names
 
     fn = side_function(name)
     check_setting_names(settings, setting_names(fn, ("data", "rows")), f"side input {name!r}")
@@ -217,7 +217,7 @@ def _own_network_tags(data: Dataset, rows: np.ndarray, *, k: int, input_size: in
     """
     import torch
 
-    from datasets.features.effnet import extract_effnet_lite0
+    from hashbench.datasets.features.effnet import extract_effnet_lite0
 
     network = VIEW_EXTRACTORS[OWN_TAGS_EXTRACTOR]
     feats, feat_info = extract_effnet_lite0(data, indices=rows, input_size=input_size, batch_size=batch_size,

@@ -15,10 +15,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch")
 
-from datasets.base import Dataset  # noqa: E402
-from datasets.features import compute_features  # noqa: E402
-from datasets.features.backbone import Backbone, auto_batch_size  # noqa: E402
-from datasets.features.effnet import DEFAULT_INPUT_SIZE  # noqa: E402
+from hashbench.datasets.base import Dataset  # noqa: E402
+from hashbench.datasets.features import compute_features  # noqa: E402
+from hashbench.datasets.features.backbone import Backbone, auto_batch_size  # noqa: E402
+from hashbench.datasets.features.effnet import DEFAULT_INPUT_SIZE  # noqa: E402
 
 N_IMAGES = 512
 ROUNDS = 3
