@@ -22,10 +22,31 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The commit of the project checkout, with ``+dirty`` when it has uncommitted changes."""
+def own_checkout() -> Path | None:
+    """The root of hashbench's own source checkout when this code runs from one, else None.
+
+    An installed hashbench, or one installed inside a user's own repository, is not a checkout: the
+    folder above ``bench/`` must hold hashbench's ``pyproject.toml`` and be the top of its git work tree.
+    """
     root = Path(__file__).resolve().parent.parent
+    manifest = root / "pyproject.toml"
+    try:
+        if not manifest.is_file() or 'name = "hashbench"' not in manifest.read_text():
+            return None
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return root if top and Path(top).resolve() == root else None
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of hashbench's own checkout, with ``+dirty`` when it has uncommitted changes; None when
+    hashbench does not run from its checkout (never the commit of a user's repository)."""
+    root = own_checkout()
+    if root is None:
+        return None
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
@@ -33,13 +54,18 @@ def git_commit() -> str:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
 
 
 def environment() -> dict[str, str]:
-    """What a run records under ``env.``: ``version.<package>`` for the stack, ``python``, ``platform``
-    and ``git_commit``. None of it is part of a run's identity (`bench.record`)."""
+    """What a run records under ``env.``: ``version.<package>`` for the stack (hashbench's own installed
+    version included), ``python``, ``platform``, ``source`` (``checkout`` or ``package``) and, from a
+    checkout only, ``git_commit``. None of it is part of a run's identity (`bench.record`)."""
     versions = package_versions()
-    return {**{f"version.{k}": v for k, v in versions.items() if k != "python"},
-            "python": versions["python"], "platform": f"{platform.system()}-{platform.machine()}",
-            "git_commit": git_commit()}
+    commit = git_commit()
+    out = {**{f"version.{k}": v for k, v in versions.items() if k != "python"},
+           "python": versions["python"], "platform": f"{platform.system()}-{platform.machine()}",
+           "source": "checkout" if commit else "package"}
+    if commit:
+        out["git_commit"] = commit
+    return out

@@ -13,7 +13,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+def _reference_dir() -> Path:
+    """``results/reference/`` of a checkout (where ``--update`` writes), else the copy installed as the
+    package data ``hashbench.reference``."""
+    checkout = Path(__file__).resolve().parent.parent / "results" / "reference"
+    if checkout.is_dir():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("hashbench.reference")))
+
+
+REFERENCE_DIR = _reference_dir()
 METRICS = ("map_tie_aware", "map_all")
 # Different BLAS builds move a PCA basis by rounding; scores move by far less than this, real regressions
 # (a wrong update rule, a changed split) by far more.

@@ -53,3 +53,46 @@ def test_code_imports_only_the_namespace():
     offenders = [str(p.relative_to(REPO)) for folder in ("bench", "methods", "datasets", "hashbench", "tests", "scripts")
                  for p in (REPO / folder).rglob("*.py") if bare.search(p.read_text())]
     assert offenders == []
+
+
+def test_the_wheel_ships_the_accuracy_references_as_package_data(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "hashbench/reference/digits-shallow.json" in names
+
+
+def _environment_module_at(folder: Path):
+    """bench/environment.py loaded from a copy under ``folder``/bench, as if hashbench lived there."""
+    import importlib.util
+
+    (folder / "bench").mkdir(parents=True)
+    (folder / "bench" / "environment.py").write_text((REPO / "bench" / "environment.py").read_text())
+    spec = importlib.util.spec_from_file_location(f"env_copy_{abs(hash(folder))}", folder / "bench" / "environment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _git_repo(folder: Path, pyproject_name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(f'[project]\nname = "{pyproject_name}"\n')
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x"]):
+        subprocess.run(cmd, cwd=folder, check=True, capture_output=True)
+
+
+def test_the_commit_is_recorded_only_from_hashbenchs_own_checkout(tmp_path):
+    user = tmp_path / "user-project"
+    _git_repo(user, "my-own-project")
+    inside_users_repo = _environment_module_at(user / "vendor")
+    assert inside_users_repo.git_commit() is None
+    env = inside_users_repo.environment()
+    assert env["source"] == "package" and "git_commit" not in env
+    vendored = user / "third_party" / "hashbench"  # hashbench's source copied into a user's repository
+    vendored.mkdir(parents=True)
+    (vendored / "pyproject.toml").write_text('[project]\nname = "hashbench"\n')
+    assert _environment_module_at(vendored).git_commit() is None  # the user's commit is never recorded
+    ours = tmp_path / "hashbench-checkout"
+    _git_repo(ours, "hashbench")
+    checkout = _environment_module_at(ours)
+    assert checkout.own_checkout() == ours.resolve()
+    assert checkout.environment()["source"] == "checkout" and len(checkout.git_commit().split("+")[0]) == 40
