@@ -13,15 +13,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-def _reference_dir() -> Path:
+def _reference_dir():
     """``results/reference/`` of a checkout (where ``--update`` writes), else the copy installed as the
-    package data ``hashbench.reference``."""
+    package data ``hashbench.reference`` (a `importlib.resources` Traversable: joined with ``/`` and read
+    like a Path)."""
     checkout = Path(__file__).resolve().parent.parent / "results" / "reference"
     if checkout.is_dir():
         return checkout
     from importlib.resources import files
 
-    return Path(str(files("hashbench.reference")))
+    return files("hashbench.reference")
 
 
 REFERENCE_DIR = _reference_dir()
@@ -43,7 +44,7 @@ class ReferenceSweep:
     overrides: tuple[tuple[str, str, object], ...] = ()
 
     @property
-    def path(self) -> Path:
+    def path(self):
         return REFERENCE_DIR / f"{self.name}.json"
 
 
@@ -75,7 +76,7 @@ def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:
 
 def compare(sweep: ReferenceSweep, got: dict[str, dict[str, float]]) -> list[str]:
     """Differences beyond `TOLERANCE` between ``got`` and the committed reference, as messages."""
-    if not sweep.path.exists():
+    if not sweep.path.is_file():
         return [f"{sweep.path} is missing: run `python -m bench.regression --update`"]
     want = json.loads(sweep.path.read_text())["scores"]
     problems = []
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.regression", description=__doc__.splitlines()[0])
     parser.add_argument("--update", action="store_true", help="rewrite the committed reference scores")
     args = parser.parse_args(argv)
+    if args.update and not isinstance(REFERENCE_DIR, Path):
+        print("error: --update rewrites results/reference/ of a hashbench checkout; this is an installed copy",
+              file=sys.stderr)
+        return 2
     failed = False
     for sweep in SWEEPS:
         got = compute(sweep)
