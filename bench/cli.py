@@ -1,32 +1,82 @@
-"""``python -m bench``: run sweeps, list methods, render tables and plots from the tracked runs.
+"""hashbench's command line (``python -m bench`` or the ``hashbench`` console script): run sweeps, list
+methods and datasets, render tables and plots from the tracked runs, upload a spool.
 
-Exit status: 0 success; 1 a sweep finished with failed runs (they are recorded as FAILED);
-2 a mistake in the command or the data (one line on stderr, no traceback).
+Exit status: 0 success; 1 a sweep finished with failed runs (recorded as FAILED) or results kept in the
+spool; 2 a mistake in the command or the data (one line on stderr, no traceback); 130 interrupted.
+Standard output carries only tables (nothing with ``--output``); progress, warnings and errors go to stderr.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from bench.errors import USER_ERRORS, UsageError
 
 DEFAULT_DATASET = "fashion-mnist"
+URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+
+EXAMPLES = {
+    "run": """examples:
+  {prog} run --methods lagnh,itq                      # the main job: Fashion-MNIST, 16/32/64/128 bits
+  {prog} run --methods itq,sh --dataset cifar10 --bits 32,64 --seeds 0,1,2
+  {prog} run --methods lagnh --param lagnh.epochs=20 --side-option tags.k=5 --format markdown > table.md""",
+    "list": """examples:
+  {prog} list              # methods: name, family, side inputs, batch dependence, reference
+  {prog} list datasets     # datasets, their protocols, feature extractors""",
+    "report": """examples:
+  {prog} report --experiment fashion-mnist/fashion-mnist --format markdown > results.md
+  {prog} report --metric map_tie_aware --code-versions all""",
+    "plot": """examples:
+  {prog} plot --experiment cifar10/cifar10 --output map_vs_bits.png --time-plot time_vs_map.pdf""",
+    "sync": """examples:
+  {prog} sync --tracking-uri http://127.0.0.1:5000   # after a sweep said its results are in the spool""",
+}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+def _prog(argv0: str | None = None) -> str:
+    """How the user called us: ``hashbench`` (console script) or ``python -m bench``."""
+    name = os.path.basename(argv0 if argv0 is not None else sys.argv[0])
+    return "hashbench" if name.startswith("hashbench") else "python -m bench"
+
+
+def _version() -> str:
+    from bench.environment import git_commit, package_versions
+
+    commit = git_commit()
+    return f"hashbench {package_versions()['hashbench']}" + (f" (checkout {commit})" if commit else "")
+
+
+def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
+    shared = argparse.ArgumentParser(add_help=False)
+    loud = shared.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=argparse.SUPPRESS,
+                      help="print the table and errors only")
+    loud.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=argparse.SUPPRESS,
+                      help="also print each method's per-epoch training lines")
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].replace("``", ""),
+                                parents=[shared])
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="train and evaluate methods on a dataset's protocol; record in MLflow")
-    run.add_argument("--methods", required=True, help="comma-separated method names (see `list`)")
-    run.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET})")
-    run.add_argument("--bits", default="16,32,64,128", help="code lengths, comma-separated (default 16,32,64,128)")
-    run.add_argument("--seeds", default="0", help="seeds, comma-separated (default 0)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[shared],
+                              epilog=EXAMPLES[name].format(prog=prog),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = command("run", "train and evaluate methods on a dataset's protocol; record every run in MLflow")
+    run.add_argument("--config", metavar="SWEEP.yaml",
+                     help="a sweep file: the same keys as these flags, plus per-method parameter grids; flags "
+                          "given as well override it (every sweep logs the file that replays it: sweep.yaml)")
+    run.add_argument("--methods", help="comma-separated method names (see the list command)")
+    run.add_argument("--dataset", help=f"dataset name (default {DEFAULT_DATASET})")
+    run.add_argument("--bits", help="code lengths, comma-separated (default 16,32,64,128)")
+    run.add_argument("--seeds", help="seeds, comma-separated (default 0)")
     run.add_argument("--protocol", help="protocol name (default: the dataset's standard protocol)")
     run.add_argument("--features", help="feature extractor (default: the dataset's default)")
     run.add_argument("--data-root", help="folder or file holding the dataset (default: standard locations)")
-    run.add_argument("--allow-pickle", action="store_true",
+    run.add_argument("--allow-pickle", action="store_true", default=None,
                      help="allow reading Python pickle feature files (they can run code: trusted files only)")
     run.add_argument("--data-option", action="append", metavar="NAME=VALUE",
                      help="loader option, e.g. --data-option image_root=/data/nus/images (repeatable)")
@@ -35,37 +85,57 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--side-option", action="append", metavar="INPUT.NAME=VALUE",
                      help="side-input setting, e.g. --side-option tags.tag_model=efficientnet-lite2 (repeatable)")
     run.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
-                     help="override a hyper-parameter, e.g. --param lagnh.epochs=50 (repeatable)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
-    run.add_argument("--allow-query-overlap", action="store_true",
+                     help="a hyper-parameter, e.g. --param lagnh.epochs=50 (repeatable)")
+    run.add_argument("--tracking-uri", help=URI_HELP)
+    run.add_argument("--allow-query-overlap", action="store_true", default=None,
                      help="evaluate even when queries are also database or training items (refused by default)")
-    run.add_argument("--force", action="store_true", help="redo runs that already finished with the same settings")
+    run.add_argument("--force", action="store_true", default=None,
+                     help="redo runs that already finished with the same settings")
     run.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
                      help="a claimed run without a heartbeat for this long belongs to a dead sweep and is "
                           "taken over (default 300)")
-    run.add_argument("--metric", help="metric of the printed table (default mAP@K of the protocol)")
-    run.add_argument("--format", choices=("text", "markdown", "latex"), default="text")
+    run.add_argument("--metric", help="metric of the printed table (default: mAP@K of the protocol)")
+    run.add_argument("--format", choices=("text", "markdown", "latex"),
+                     help="table format on stdout (default text)")
 
-    sync = sub.add_parser("sync", help="upload results that a sweep kept in the local spool when the store failed")
-    sync.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    sync = command("sync", "upload the results a sweep kept in the local spool when the store failed")
+    sync.add_argument("--tracking-uri", help=URI_HELP)
 
-    lst = sub.add_parser("list", help="list methods (name, family, side inputs, reference)")
-    lst.add_argument("what", nargs="?", choices=("methods", "datasets"), default="methods")
+    lst = command("list", "list methods or datasets")
+    lst.add_argument("what", nargs="?", choices=("methods", "datasets"), default="methods",
+                     help="what to list (default methods)")
 
-    rep = sub.add_parser("report", help="render a results table from the tracked runs")
-    plot = sub.add_parser("plot", help="plot a metric against code length (and time vs metric)")
+    rep = command("report", "render a results table from the tracked runs")
+    plot = command("plot", "plot a metric against code length (and training time against the metric)")
     for q in (rep, plot):
-        q.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+        q.add_argument("--tracking-uri", help=URI_HELP)
         q.add_argument("--experiment", help="dataset/protocol experiment (default: all)")
-        q.add_argument("--sweep", help="restrict to one sweep (its parent run id or a prefix of it)")
-        q.add_argument("--metric", help="metric (default mAP@K of the protocol)")
+        q.add_argument("--sweep", help="only the runs of one sweep (its run id or a prefix of it)")
+        q.add_argument("--metric", help="metric (default: mAP@K of the protocol)")
         q.add_argument("--code-versions", choices=("latest", "all"), default="latest",
                        help="each configuration at its latest code (default), or every code version, labelled")
-    rep.add_argument("--format", choices=("text", "markdown", "latex"), default="text")
+    rep.add_argument("--format", choices=("text", "markdown", "latex"), default="text",
+                     help="table format (default text)")
     rep.add_argument("--output", help="write the table to this file instead of stdout")
-    plot.add_argument("--output", default="results/plots/map_vs_bits.png", help="PNG path for the main plot")
-    plot.add_argument("--time-plot", help="also write training time vs metric to this PNG path")
+    plot.add_argument("--output", default="results/plots/map_vs_bits.png",
+                      help="file of the main plot; its suffix picks the format (.png, .pdf, .svg ...)")
+    plot.add_argument("--time-plot", help="also write training time against the metric to this file")
     return p
+
+
+def _set_verbosity(level: int) -> None:
+    """-1 quiet (no progress lines, no progress bars), 0 default (a line per run), 1 verbose (and each
+    method's per-epoch lines). Third-party chatter (MLflow's INFO lines) is silenced through its own
+    documented setting unless the user set it."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if level < 0:
+        os.environ["TQDM_DISABLE"] = "1"
+    if level > 0:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger("hashbench")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _cmd_list(args) -> int:
@@ -88,62 +158,67 @@ def _cmd_list(args) -> int:
 
 
 def _results_frame(result):
-    import pandas as pd
-
-    return pd.DataFrame([{"method": r.method, "n_bits": r.n_bits, "seed": r.seed, "experiment": result.experiment,
-                          **r.metrics} for r in result.results if r.status in ("FINISHED", "REUSED")])
+    frame = result.frame()
+    if frame.empty:
+        return frame
+    return frame[frame["status"].isin(["FINISHED", "REUSED"])].assign(experiment=result.experiment)
 
 
 def _cmd_run(args) -> int:
     from bench.metrics import label
     from bench.runner import run_sweep
-    from bench.sweep import SweepSpec, parse_data_options, parse_int_list, parse_overrides, parse_side_options
+    from bench.sweep import (build_spec, parse_data_options, parse_int_list, parse_overrides, parse_side_options,
+                             read_sweep_file)
+    from bench.tracking import STALE_AFTER
     from bench.table import render
 
-    spec = SweepSpec(
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        dataset=args.dataset,
-        bits=parse_int_list(args.bits, "--bits"),
-        seeds=parse_int_list(args.seeds, "--seeds"),
-        protocol=args.protocol,
-        features=args.features,
-        data_root=args.data_root,
-        allow_pickle=args.allow_pickle,
-        data_options=parse_data_options(args.data_option),
-        force=args.force,
-        overrides=parse_overrides(args.param),
-        side_options=parse_side_options(args.side_option),
-        feature_options=parse_data_options(args.feature_option, "--feature-option"),
-        table_metric=args.metric,
-        allow_query_overlap=args.allow_query_overlap,
-    )
-    from bench.tracking import STALE_AFTER
-
+    file = read_sweep_file(args.config) if args.config else {}
+    spec = build_spec(file, {
+        "methods": args.methods, "dataset": args.dataset,
+        "bits": None if args.bits is None else parse_int_list(args.bits, "--bits"),
+        "seeds": None if args.seeds is None else parse_int_list(args.seeds, "--seeds"),
+        "protocol": args.protocol, "features": args.features, "data_root": args.data_root,
+        "allow_pickle": args.allow_pickle, "data_options": parse_data_options(args.data_option) or None,
+        "feature_options": parse_data_options(args.feature_option, "--feature-option") or None,
+        "side_options": parse_side_options(args.side_option) or None, "params": parse_overrides(args.param) or None,
+        "force": args.force, "metric": args.metric, "allow_query_overlap": args.allow_query_overlap,
+    })
+    tracking_uri = args.tracking_uri or file.get("tracking_uri")
+    stale_after = args.stale_after if args.stale_after is not None else file.get("stale_after", STALE_AFTER)
+    table_format = args.format or file.get("format", "text")
+    if table_format not in ("text", "markdown", "latex"):
+        raise UsageError(f"format in the sweep file must be text, markdown or latex, got {table_format!r}")
+    if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)):
+        raise UsageError(f"stale_after in the sweep file must be a number of seconds, got {stale_after!r}")
+    quiet = args.verbosity < 0
     result = run_sweep(spec, tracking_uri=args.tracking_uri,
-                       stale_after=STALE_AFTER if args.stale_after is None else args.stale_after)
+                       stale_after=STALE_AFTER if args.stale_after is None else args.stale_after,
+                       progress=(lambda message: None) if quiet else None)
     frame = _results_frame(result)
     metric = result.table_metric
     if not frame.empty and metric in frame.columns:
         print()
-        print(render(frame, metric, args.format, method_order=list(spec.methods),
+        order = list(dict.fromkeys(r.label or r.method for r in result.results))
+        print(render(frame, metric, table_format, method_order=order,
                      title=f"{label(metric)} on {result.experiment} (mean ± std over seeds)"))
         if metric != "fit_seconds":
             print()
-            print(render(frame, "fit_seconds", args.format, method_order=list(spec.methods),
+            print(render(frame, "fit_seconds", table_format, method_order=order,
                          title="training time (s)"))
-    print(f"\nrecorded in {result.tracking_uri}, experiment {result.experiment!r}, sweep {result.parent_run_id}",
-          file=sys.stderr)
+    if not quiet:
+        print(f"\nrecorded in {result.tracking_uri}, experiment {result.experiment!r}, sweep {result.parent_run_id}",
+              file=sys.stderr)
     if result.elsewhere:
         print(f"\n{len(result.elsewhere)} of {len(result.results)} runs are running elsewhere (claimed by "
               "another sweep; re-run this command later to reuse their results):", file=sys.stderr)
         for r in result.elsewhere:
-            print(f"  {r.method} {r.n_bits} bits seed {r.seed}: run {r.run_id}", file=sys.stderr)
+            print(f"  {r.label or r.method} {r.n_bits} bits seed {r.seed}: run {r.run_id}", file=sys.stderr)
     status = 0
     if result.failed:
         print(f"\n{len(result.failed)} of {len(result.results)} runs FAILED:", file=sys.stderr)
         for r in result.failed:
             blame = " [harness error: please report]" if r.failed_in == "harness" else ""
-            print(f"  {r.method} {r.n_bits} bits seed {r.seed}: {r.error}{blame}", file=sys.stderr)
+            print(f"  {r.label or r.method} {r.n_bits} bits seed {r.seed}: {r.error}{blame}", file=sys.stderr)
         status = 1
     if result.spooled:
         print(f"\n{result.spooled} result(s) could not be written to {result.tracking_uri} and are kept in "
@@ -248,8 +323,11 @@ def _cmd_plot(args) -> int:
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "plot": _cmd_plot, "sync": _cmd_sync}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Run one command; returns the exit status (see the module docstring)."""
+    args = _parser(prog or _prog()).parse_args(argv)
+    args.verbosity = getattr(args, "verbosity", 0)
+    _set_verbosity(args.verbosity)
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:

@@ -29,7 +29,8 @@ from bench.errors import UsageError
 from bench.interrupts import critical, interrupts_deferred, shielded
 from bench.measure import peak_rss_mb, reset_peak_rss, timer
 from bench.prepare import Prepared, prepare
-from bench.sweep import Plan, PlannedRun, SweepSpec, side_inputs_needed, validate  # noqa: F401 (re-export)
+from bench.sweep import (Plan, PlannedRun, SweepSpec, side_inputs_needed, sweep_file_of,  # noqa: F401 (re-export)
+                         validate)
 from bench.tracking import HEARTBEAT_EVERY, STALE_AFTER, SWEEP_RUNS, Claim, Heartbeat, RunBundle, Tracker
 
 
@@ -48,6 +49,7 @@ class RunResult:
     error: str = ""
     run_id: str = ""
     failed_in: str = ""
+    label: str = ""  # the configuration's name in tables (the method, or the method and its grid point)
 
 
 @dataclass
@@ -72,6 +74,16 @@ class SweepResult:
     @property
     def elsewhere(self) -> list[RunResult]:
         return [r for r in self.results if r.status == "ELSEWHERE"]
+
+    def frame(self):
+        """The sweep's runs as a pandas DataFrame: a row per (configuration, bits, seed) with ``method`` (the
+        configuration's label), ``method_name``, ``n_bits``, ``seed``, ``status``, ``run_id`` and every
+        recorded metric (empty for runs that failed or run elsewhere)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"method": r.label or r.method, "method_name": r.method, "n_bits": r.n_bits,
+                              "seed": r.seed, "status": r.status, "run_id": r.run_id, **r.metrics}
+                             for r in self.results])
 
 
 @dataclass
@@ -151,6 +163,16 @@ def run_one(cls: type, params: dict[str, Any], prep: Prepared) -> tuple[dict[str
 
 
 # ---------------------------------------------------------------------------------------------- sweep
+SWEEP_FILE = "sweep.yaml"  # artifact of each sweep: `python -m bench run --config sweep.yaml` replays it
+
+
+def sweep_yaml(spec: SweepSpec) -> str:
+    """The sweep file that replays ``spec`` (`bench.sweep.sweep_file_of`), as YAML."""
+    import yaml
+
+    return yaml.safe_dump(record.plain(sweep_file_of(spec)), sort_keys=False)
+
+
 def _configuration_layout(planned: PlannedRun, prep: Prepared, identity: record.RunIdentity,
                           env: dict[str, Any]) -> record.Layout:
     """What is known before training: method, hyper-parameters as given, data, features, the side
@@ -222,8 +244,7 @@ class _SweepRecord:
                     record.TAG_HEARTBEAT: f"{time.time():.3f}",
                     record.TAG_HEARTBEAT_EVERY: f"{self.heartbeat.interval:g}"})
                 self._opened(run_id)
-            bundle = RunBundle(experiment="", name=name, texts={
-                "sweep.json": json.dumps(record.plain(spec.as_dict()), indent=2, sort_keys=True)})
+            bundle = RunBundle(experiment="", name=name, texts={SWEEP_FILE: sweep_yaml(spec)})
             bundle.add_layout(layout)
             with critical():
                 self.tracker.write(run_id, bundle, done=self.done[run_id])
@@ -361,7 +382,7 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                     f"{stale_after:g} s) as KILLED")
             parent_id = rec.start_sweep(exp_id, f"sweep-{spec.digest()[:8]}", sweep_layout, spec)
             for number, planned in enumerate(plan.runs, 1):
-                tag = f"[{number}/{len(plan.runs)}] {planned.method} {planned.n_bits} bits seed {planned.seed}"
+                tag = f"[{number}/{len(plan.runs)}] {planned.label} {planned.n_bits} bits seed {planned.seed}"
                 identity = record.RunIdentity(planned.method, planned.identity_params,
                                               fingerprints[planned.method], code[planned.method][0])
                 name = f"{planned.method}-{planned.n_bits}b-s{planned.seed}"
@@ -369,13 +390,15 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                 if claim.outcome != "mine":
                     status = "REUSED" if claim.outcome == "reuse" else "ELSEWHERE"
                     results.append(RunResult(planned.method, planned.n_bits, planned.seed, status,
-                                             dict(claim.run.data.metrics), run_id=claim.run.info.run_id))
+                                             dict(claim.run.data.metrics), run_id=claim.run.info.run_id,
+                                             label=planned.label))
                     say(f"{tag}: identical finished run {claim.run.info.run_id[:8]} reused (--force to redo)"
                         if status == "REUSED" else
                         f"{tag}: running elsewhere (run {claim.run.info.run_id[:8]} of another sweep); skipped")
                     continue
                 result = _run_one_recorded(rec, claim.run_id, experiment, parent_id, planned, prep, identity,
                                            env, code[planned.method][1])
+                result.label = planned.label
                 results.append(result)
                 if result.status == "FAILED":
                     say(f"{tag}: FAILED{' (harness error)' if result.failed_in == 'harness' else ''}: "

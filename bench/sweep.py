@@ -8,6 +8,7 @@ mistake a user can make in a command is found here, before data is loaded or any
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -47,6 +48,8 @@ class SweepSpec:
     feature_options: dict[str, Any] = field(default_factory=dict)
     table_metric: str | None = None
     allow_query_overlap: bool = False
+    # per-method parameter grids, every combination a configuration of its own: {"itq": {"n_iter": [10, 50]}}
+    grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.methods:
@@ -68,6 +71,31 @@ class SweepSpec:
         unknown = sorted(set(self.overrides) - set(self.methods))
         if unknown:
             raise UsageError(f"--param names method(s) {unknown} that are not in --methods {list(self.methods)}")
+        unknown = sorted(set(self.grid) - set(self.methods))
+        if unknown:
+            raise UsageError(f"the grid names method(s) {unknown} that are not in the methods {list(self.methods)}")
+        for method, axes in self.grid.items():
+            for name, values in axes.items():
+                if not isinstance(values, (list, tuple)) or not values:
+                    raise UsageError(f"grid {method}.{name} must be a non-empty list of values, got {values!r}")
+                if name in self.overrides.get(method, {}):
+                    raise UsageError(f"{method}.{name} is given both as a parameter and as a grid axis")
+
+    def configurations(self, method: str) -> list[tuple[str, dict[str, Any]]]:
+        """(label, hyper-parameters) of every configuration of ``method``: its fixed parameters merged with
+        each point of its grid; the label is the method's name, with the grid point when it has a grid
+        (``itq[n_iter=10]``)."""
+        fixed = dict(self.overrides.get(method, {}))
+        axes = self.grid.get(method, {})
+        if not axes:
+            return [(method, fixed)]
+        names = list(axes)
+        out = []
+        for point in itertools.product(*(axes[n] for n in names)):
+            chosen = dict(zip(names, point))
+            label = f"{method}[{', '.join(f'{k}={json.dumps(v)}' for k, v in chosen.items())}]"
+            out.append((label, {**fixed, **chosen}))
+        return out
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,6 +113,7 @@ class PlannedRun:
     n_bits: int
     seed: int
     params: dict[str, Any]
+    label: str = ""  # the configuration's name in tables: the method, or the method and its grid point
 
     @property
     def identity_params(self) -> dict[str, Any]:
@@ -134,27 +163,27 @@ def validate(spec: SweepSpec) -> Plan:
     classes = {name: get_method(name) for name in spec.methods}
     runs = []
     for name, cls in classes.items():
-        given = spec.overrides.get(name, {})
-        for key in ("n_bits", "seed"):
-            if key in given:
-                raise UsageError(f"--param {name}.{key} is set by --bits/--seeds, not by --param")
-        for bits in spec.bits:
-            for seed in spec.seeds:
-                try:
-                    hasher = cls(n_bits=bits, seed=seed, **given)
-                except TypeError as exc:
-                    raise UsageError(f"bad --param for {name}: {exc}") from None
-                hasher.validate_params()
-                runs.append(PlannedRun(name, cls, bits, seed, hasher.get_params()))
-        if "device" in cls.execution_params:
-            device = cls(n_bits=spec.bits[0], seed=spec.seeds[0], **given).get_params()["device"]
-            if device not in ("auto", "cpu"):  # only then is torch imported to ask what the machine has
-                from hashbench.methods._torch_device import check_device
+        for label, given in spec.configurations(name):
+            for key in ("n_bits", "seed"):
+                if key in given:
+                    raise UsageError(f"--param {name}.{key} is set by --bits/--seeds, not by --param")
+            for bits in spec.bits:
+                for seed in spec.seeds:
+                    try:
+                        hasher = cls(n_bits=bits, seed=seed, **given)
+                    except TypeError as exc:
+                        raise UsageError(f"bad --param for {name}: {exc}") from None
+                    hasher.validate_params()
+                    runs.append(PlannedRun(name, cls, bits, seed, hasher.get_params(), label))
+            if "device" in cls.execution_params:
+                device = cls(n_bits=spec.bits[0], seed=spec.seeds[0], **given).get_params()["device"]
+                if device not in ("auto", "cpu"):  # only then is torch imported to ask what the machine has
+                    from hashbench.methods._torch_device import check_device
 
-                try:
-                    check_device(device)
-                except InputError as exc:
-                    raise InputError(f"{name}: {exc}") from None
+                    try:
+                        check_device(device)
+                    except InputError as exc:
+                        raise InputError(f"{name}: {exc}") from None
     side, fit_only = side_inputs_needed(classes.values())
     options = dict(spec.data_options)
     if spec.allow_pickle:
@@ -228,3 +257,104 @@ def _dotted(items: list[str] | None, flag: str, form: str) -> dict[str, dict[str
             raise UsageError(f"{flag} expects {form}, got {item!r}")
         out.setdefault(owner.strip(), {})[name.strip()] = _json_or_text(raw)
     return out
+
+
+# --------------------------------------------------------------------------------------- sweep files
+# Keys of a sweep file (``python -m bench run --config sweep.yaml``): the same as the flags of ``run``.
+SWEEP_KEYS = ("methods", "dataset", "bits", "seeds", "protocol", "features", "data_root", "allow_pickle",
+              "data_options", "feature_options", "side_options", "params", "grid", "force", "metric",
+              "allow_query_overlap")
+# Keys that say how to run a sweep, not what it is: accepted in a file, never part of the logged sweep.
+RUN_KEYS = ("tracking_uri", "stale_after", "format")
+_DEFAULTS = {"dataset": "fashion-mnist", "bits": (16, 32, 64, 128), "seeds": (0,)}
+
+
+def read_sweep_file(path: str) -> dict[str, Any]:
+    """The keys of a YAML sweep file, checked: a mapping whose keys are `SWEEP_KEYS` or `RUN_KEYS`.
+
+    Raises `UsageError` (one line) for a missing or unreadable file, YAML that is not a mapping, or an
+    unknown key (named, with the keys that exist)."""
+    import yaml
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise UsageError(f"cannot read the sweep file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"the sweep file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"the sweep file {path} must hold a mapping of keys (methods, dataset, bits ...), "
+                         f"not a {type(data).__name__}")
+    unknown = sorted(str(k) for k in data if k not in SWEEP_KEYS + RUN_KEYS)
+    if unknown:
+        raise UsageError(f"unknown key(s) {', '.join(unknown)} in the sweep file {path}; "
+                         f"known: {', '.join(SWEEP_KEYS + RUN_KEYS)}")
+    return data
+
+
+def _as_ints(value: Any, what: str) -> tuple[int, ...]:
+    if isinstance(value, str):
+        return parse_int_list(value, what)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise UsageError(f"{what} must be integers, got {value!r}")
+    return tuple(values)
+
+
+def _as_names(value: Any) -> tuple[str, ...]:
+    values = value.split(",") if isinstance(value, str) else list(value or [])
+    return tuple(str(v).strip() for v in values if str(v).strip())
+
+
+def _mapping(value: Any, what: str, depth: int = 1) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or (depth == 2 and not all(isinstance(v, dict) for v in value.values())):
+        shape = "a mapping" if depth == 1 else "a mapping of mappings (name: {setting: value})"
+        raise UsageError(f"{what} must be {shape}, got {value!r}")
+    return {str(k): (dict(v) if depth == 2 else v) for k, v in value.items()}
+
+
+def build_spec(file: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> SweepSpec:
+    """A `SweepSpec` from a sweep file's keys and the command's flags (same names, None = not given): a
+    flag overrides the file's key; for the mappings (``params``, ``data_options``, ``feature_options``,
+    ``side_options``) a flag overrides the file entry by entry.
+
+    Raises `UsageError` for values of the wrong shape (and as `SweepSpec`)."""
+    file, flags = dict(file or {}), {k: v for k, v in (flags or {}).items() if v is not None}
+
+    def pick(key: str) -> Any:
+        return flags.get(key, file.get(key, _DEFAULTS.get(key)))
+
+    def merged(key: str, depth: int) -> dict[str, Any]:
+        out = _mapping(file.get(key), f"{key} in the sweep file", depth)
+        for name, value in _mapping(flags.get(key), key, depth).items():
+            out[name] = {**out.get(name, {}), **value} if depth == 2 else value
+        return out
+
+    if pick("methods") is None:
+        raise UsageError("no method given: pass --methods, e.g. --methods itq,sh, or methods: in a sweep file")
+    return SweepSpec(
+        methods=_as_names(pick("methods")), dataset=str(pick("dataset")), bits=_as_ints(pick("bits"), "bits"),
+        seeds=_as_ints(pick("seeds"), "seeds"), protocol=pick("protocol"), features=pick("features"),
+        data_root=None if pick("data_root") is None else str(pick("data_root")),
+        allow_pickle=bool(pick("allow_pickle")), data_options=merged("data_options", 1),
+        force=bool(pick("force")), overrides=merged("params", 2), side_options=merged("side_options", 2),
+        feature_options=merged("feature_options", 1), table_metric=pick("metric"),
+        allow_query_overlap=bool(pick("allow_query_overlap")), grid=_mapping(file.get("grid"), "grid", 2),
+    )
+
+
+def sweep_file_of(spec: SweepSpec) -> dict[str, Any]:
+    """The sweep file that replays ``spec`` exactly (what each sweep logs as ``sweep.yaml``); keys whose
+    value is the default are left out. ``force`` is left out too: a replay reuses what exists."""
+    out = {"methods": list(spec.methods), "dataset": spec.dataset, "bits": list(spec.bits), "seeds": list(spec.seeds),
+           "protocol": spec.protocol, "features": spec.features, "data_root": spec.data_root,
+           "allow_pickle": spec.allow_pickle or None, "data_options": spec.data_options or None,
+           "feature_options": spec.feature_options or None, "side_options": spec.side_options or None,
+           "params": spec.overrides or None, "grid": spec.grid or None, "metric": spec.table_metric,
+           "allow_query_overlap": spec.allow_query_overlap or None}
+    return {k: v for k, v in out.items() if v is not None}

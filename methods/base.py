@@ -24,6 +24,7 @@ A method never evaluates itself: the harness times it and scores its codes.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +39,15 @@ from hashbench.methods.constraints import (
 )
 
 FAMILIES = ("shallow", "deep", "graph")
+_log = logging.getLogger("hashbench.methods")
+
+
+def log_epoch(method: str, epoch: int, history: dict[str, list[float]]) -> None:
+    """One INFO line on the ``hashbench.methods`` logger with the latest value of every curve of
+    ``history`` after epoch ``epoch`` (1-based); ``python -m bench -v`` shows them, the default hides them."""
+    if _log.isEnabledFor(logging.INFO):
+        values = ", ".join(f"{k}={v[-1]:.4g}" for k, v in history.items() if v)
+        _log.info("%s epoch %d: %s", method, epoch, values)
 
 
 class NotFittedError(RuntimeError):

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hashbench.methods.base import log_epoch
 from hashbench.methods._torch_device import cpu_generator, resolve_device
 from hashbench.methods.deepbit import ACTIVATIONS, BALANCE_ESTIMATORS
 
@@ -193,6 +194,7 @@ def train_deepbit(
                     history[key].append(float(value))
                 history["stage"].append(float(stage))
                 history["lr"].append(float(current_lr))
+                log_epoch(f"deepbit stage {stage}", len(history["lr"]), history)
                 sums.zero_()
                 in_block = 0
 

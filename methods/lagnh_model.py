@@ -24,6 +24,7 @@ from torch import nn
 from torch_geometric.nn import DenseGCNConv
 
 from hashbench.methods._torch_device import resolve_device
+from hashbench.methods.base import log_epoch
 
 # F.normalize's default floor, as in the authors' row normalisations.
 _EPS = 1e-12
@@ -342,6 +343,7 @@ def train(
             epochs_run += 1
             for key, value in acc.means().items():
                 history.setdefault(key, []).append(value)
+            log_epoch("lagnh", epochs_run, history)
             monitor = history["loss_g"][-1]
             if config.early_stop_patience > 0:
                 if monitor < best - config.early_stop_tol * abs(best) or not math.isfinite(best):

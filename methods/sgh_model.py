@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hashbench.methods.base import log_epoch
 from hashbench.methods._torch_device import cpu_generator, resolve_device
 from hashbench.methods.sgh import XI_MODES
 
@@ -163,6 +164,7 @@ def train_sgh(
             for key, value in zip(("loss", "reconstruction", "encoder_ce"), means):
                 history[key].append(float(value))
             history["lr"].append(float(current_lr))
+            log_epoch("sgh", len(history["lr"]), history)
             sums.zero_()
             steps_in_block = 0
 

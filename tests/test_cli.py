@@ -1,6 +1,7 @@
 """End-to-end checks of `python -m bench`: runs, records, reruns, errors, reports and plots."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,39 @@ def test_an_interrupted_sweep_keeps_finished_runs_and_marks_the_open_one_killed(
     by_kind = {(r.data.tags.get("hashbench.kind"), r.data.params.get("method")): r.info.status for r in runs}
     assert by_kind == {("run", "lsh"): "FINISHED", ("run", "interrupted-for-test"): "KILLED",
                        ("sweep", None): "KILLED"}
+
+
+def test_version_quiet_verbose_and_the_console_script(tmp_path):
+    env = {**os.environ, "HASHBENCH_DATA": str(tmp_path / "cache")}
+    version = subprocess.run([sys.executable, "-m", "bench", "--version"], cwd=REPO, capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("hashbench ")
+    uri = f"sqlite:///{tmp_path / 'q.db'}"
+    args = ["run", "--methods", "lsh", "--dataset", "digits", "--features", "pixels", "--bits", "8", "--tracking-uri"]
+    quiet = subprocess.run([sys.executable, "-m", "bench", "-q", *args, uri], cwd=REPO, capture_output=True,
+                           text=True, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == "" and "lsh" in quiet.stdout  # the table, nothing else
+    loud = subprocess.run([sys.executable, "-m", "bench", "run", "-v", "--methods", "sgh", "--param", "sgh.epochs=2",
+                           *args[3:], f"sqlite:///{tmp_path / 'v.db'}"], cwd=REPO, capture_output=True, text=True,
+                          env=env)
+    assert loud.returncode == 0 and "sgh epoch 1:" in loud.stderr and "sgh epoch 2:" in loud.stderr
+    assert "INFO mlflow" not in loud.stderr  # MLflow's own chatter is off
+    default = subprocess.run([sys.executable, "-m", "bench", *args[:-1], "--bits", "16", "--tracking-uri", uri],
+                             cwd=REPO, capture_output=True, text=True, env=env)
+    assert "[1/1] lsh 16 bits" in default.stderr and "sgh epoch" not in default.stderr
+    script = Path(sys.executable).parent / "hashbench"
+    if script.exists():  # the console script of an installed hashbench calls itself by its name
+        helped = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+        assert helped.stdout.startswith("usage: hashbench")
+
+
+def test_help_has_examples_and_no_markup():
+    from bench.cli import _parser
+
+    parser = _parser("python -m bench")
+    texts = [parser.format_help()] + [a.format_help() for a in parser._subparsers._group_actions[0].choices.values()]
+    for text in texts:
+        assert "``" not in text and "`" not in text
+    assert all("examples:" in t for t in texts[1:])
+    listing = parser._subparsers._group_actions[0].choices["list"].format_help()
+    assert "what to list" in listing
+    assert "table format" in parser._subparsers._group_actions[0].choices["run"].format_help()
