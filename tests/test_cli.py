@@ -40,8 +40,9 @@ def test_run_records_nested_runs_with_metrics(tracking_uri, capsys):
     params = run.data.params
     for key in ("method", "hp.n_bits", "hp.seed", "data.dataset", "data.protocol", "features.name",
                 "data.split_digest", "data.protocol_digest", "data.fingerprint", "code.fingerprint",
-                "env.git_commit", "env.version.numpy"):
+                "env.source", "env.version.numpy", "env.version.hashbench"):
         assert key in params, key
+    assert ("env.git_commit" in params) == (params["env.source"] == "checkout")  # never a commit of a package
     assert params["hp.n_bits"] == str(runs["n_bits"][0]) and params["features.name"] == "pixels"
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
