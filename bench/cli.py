@@ -116,7 +116,7 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
 
     rep = command("report", "render paper-ready tables (and, with --output-dir, figures and an HTML page) from "
                             "the tracked runs")
-    cmp_ = command("compare", "is one method's lead over another real? mean AP difference with a 95 % bootstrap "
+    cmp_ = command("compare", "is one method's lead over another real? mean AP difference with a 95 %% bootstrap "
                               "interval and the Wilcoxon signed-rank p-value over queries")
     cmp_.add_argument("a", help="a method or configuration (a table row, e.g. itq or itq#6b88fe)")
     cmp_.add_argument("b", help="the other one")
@@ -241,8 +241,9 @@ def _cmd_run(args) -> int:
     if not frame.empty and metric in frame.columns:
         print()
         order = list(dict.fromkeys(r.label or r.method for r in result.results))
+        over = "method and split seeds" if len(spec.split_seeds or ()) > 1 else "seeds"
         print(render(frame, metric, table_format, method_order=order,
-                     title=f"{label(metric)} on {result.experiment} (mean ± std over seeds)"))
+                     title=f"{label(metric)} on {result.experiment} (mean ± std over {over})"))
         if metric != "fit_seconds":
             print()
             print(render(frame, "fit_seconds", table_format, method_order=order,

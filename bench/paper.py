@@ -363,7 +363,8 @@ def to_frame(table: Table, **context) -> pd.DataFrame:
 def to_html(table: Table) -> str:
     """One ``<table>`` with its caption and legend (styles from the page, `html_page`)."""
     h = html.escape
-    out = [f'<table id="{h(table.label)}"><caption>{h(table.caption)}</caption>',
+    # the caption as a paragraph: a <caption> is no wider than its table
+    out = [f'<p class="caption">{h(table.caption)}</p>', f'<table id="{h(table.label)}">',
            "<thead><tr><th>method</th>" + "".join(f"<th>{h(c)}</th>" for c in table.columns) + "</tr></thead><tbody>"]
     for row in table.rows:
         tds = []
@@ -391,7 +392,8 @@ table{border-collapse:collapse;margin:1em 0 .3em}caption{caption-side:top;text-a
 padding:.4em 0;max-width:1200px}th,td{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}
 th:first-child{text-align:left}thead th{border-bottom:2px solid #444}td.missing{color:#999;font-style:italic}
 p.notes{font-size:.85em;color:#555;margin-top:0}figure{margin:1.5em 0}figcaption{font-size:.9em;color:#444}
-img{max-width:100%;border:1px solid #eee}h2{margin-top:2em}"""
+img{max-width:100%;border:1px solid #eee}h2{margin-top:1.6em}p.caption{max-width:1100px;margin-bottom:0}
+.figures{display:flex;flex-wrap:wrap;gap:1em}.figures figure{flex:1 1 45%;margin:.5em 0}"""
 
 
 def image_tag(path: str | Path, alt: str) -> str:

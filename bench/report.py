@@ -9,6 +9,7 @@ read as configurations of their own, with code ``"legacy"``.
 """
 from __future__ import annotations
 
+import html
 import json
 
 import pandas as pd
@@ -456,9 +457,13 @@ def write_report(tracker: Tracker, runs: pd.DataFrame, experiment: str, out_dir,
                                      curve_bits=curve_bits, data_root=data_root, say=say)
         words = describe_experiment(part, used_spread)
         sections = [(t.title, paper.to_html(t)) for t in tables]
-        sections += [(caption.split(";")[0].split(",")[0].rstrip("."),
-                      f"<figure>{paper.image_tag(png, caption)}<figcaption>{caption}</figcaption></figure>")
-                     for caption, png in figures]
+        small = [(c, png) for c, png in figures if not png.stem.startswith("retrieval_examples")]
+        sections.append(("figures", '<div class="figures">' + "".join(
+            f"<figure>{paper.image_tag(png, c)}<figcaption>{html.escape(c)}</figcaption></figure>"
+            for c, png in small) + "</div>"))
+        sections += [("retrieval examples", f"<figure>{paper.image_tag(png, c)}<figcaption>{html.escape(c)}"
+                                            "</figcaption></figure>")
+                     for c, png in figures if png.stem.startswith("retrieval_examples")]
         written.append(out_dir / "report.html")
         written[-1].write_text(paper.html_page(
             f"hashbench report: {experiment}",

@@ -242,3 +242,18 @@ def test_report_writes_every_format_and_one_html_page(tracking_uri, tmp_path, ca
     assert set(csv["metric"]) == {"map_at_100", "map_tie_aware", "precision_at_100", "precision_r2", "efficiency"}
     assert main(["report", "--tracking-uri", tracking_uri, "--format", "html"]) == 2
     assert "--output-dir" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None, reason="needs pdflatex (texlive)")
+def test_the_latex_tables_compile_in_a_minimal_document(tmp_path):
+    import subprocess
+
+    runs = _runs({TRICKY: {16: [0.5, 0.6]}, "a_b&c": {16: [0.4, 0.45]}, "50%~x": {16: [0.3]}})
+    tex = paper.to_latex(paper.build_table(runs, "map_at_100", caption="mAP@100 of #1 & 50% {x}_y",
+                                           label="tab:a#b"))
+    (tmp_path / "t.tex").write_text(tex)
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                      "\\input{t.tex}\n\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
