@@ -396,9 +396,10 @@ def _cmd_compare(args) -> int:
     results = compare(tracker, frame, a, b, args.bits)
     topk = int(frame["topk"].iloc[0])
     level = f"{CONFIDENCE:.0%}"
+    at = frame[frame["n_bits"] == args.bits]
     print(f"{a} vs {b} on {args.experiment} at {args.bits} bits: AP@{topk} per query, each averaged over its "
-          f"method seeds ({frame[frame['method'] == a]['seed'].nunique()} for {a}, "
-          f"{frame[frame['method'] == b]['seed'].nunique()} for {b})")
+          f"method seeds ({at[at['method'] == a]['seed'].nunique()} for {a}, "
+          f"{at[at['method'] == b]['seed'].nunique()} for {b})")
     for r in results:
         print(f"split seed {r.split_seed}: {r.n_queries} queries; mAP {r.mean_a:.4f} vs {r.mean_b:.4f}; "
               f"difference {r.mean_difference:+.4f}, {level} bootstrap CI [{r.ci_low:+.4f}, {r.ci_high:+.4f}]; "

@@ -45,7 +45,8 @@ def _row(run, experiment: str) -> dict:
                  "dataset": p.get("data.dataset"), "protocol": p.get("data.protocol"),
                  "features": p.get("features.name"), "topk": p.get("data.topk"),
                  "config": t.get(record.TAG_ROW_KEY, config), "setting": t.get(record.TAG_ROW_SETTING_KEY, setting),
-                 "split_config": config, "split_seed": _split_seed(p),
+                 "split_config": config, "split_setting": setting, "split_seed": _split_seed(p),
+                 "has_row_key": record.TAG_ROW_KEY in t,
                  "code": t.get(record.TAG_CODE, "unknown"),
                  "n_query": p.get("data.n_query"), "n_database": p.get("data.n_database"),
                  "n_train": p.get("data.n_train"), "input_size": p.get("features.input_size"),
@@ -55,7 +56,7 @@ def _row(run, experiment: str) -> dict:
         facts = {"method": p.get("method"), "n_bits": p.get("n_bits"), "seed": p.get("seed"),
                  "dataset": p.get("dataset"), "protocol": p.get("protocol"), "features": p.get("features"),
                  "topk": p.get("topk"), "config": config, "setting": config, "split_config": config,
-                 "split_seed": 0, "code": "legacy", "commit": p.get("git_commit") or ""}
+                 "split_setting": config, "has_row_key": False, "split_seed": 0, "code": "legacy", "commit": p.get("git_commit") or ""}
     for key in ("n_bits", "seed", "topk"):
         facts[key] = int(facts[key]) if facts[key] not in (None, "") else 0
     return {"experiment": experiment, "run_id": run.info.run_id, "sweep": t.get("mlflow.parentRunId", ""),
@@ -103,7 +104,13 @@ def _split_rows_where_data_differ(frame: pd.DataFrame) -> pd.DataFrame:
     counts = frame.groupby(["experiment", "config", "split_seed"])["split_config"].transform("nunique")
     clash = counts > 1
     frame.loc[clash, "config"] = frame.loc[clash, "split_config"]
-    frame.loc[clash, "setting"] = frame.loc[clash, "split_config"]
+    frame.loc[clash, "setting"] = frame.loc[clash, "split_setting"]
+    # A run recorded before row keys existed belongs to the row of a newer run of the same setting (same
+    # method, hyper-parameters and data on the same split), so a code change still hides it as older code.
+    newer = frame["has_row_key"] & ~clash
+    row_of_setting = dict(zip(frame.loc[newer, "split_setting"], frame.loc[newer, "setting"]))
+    older = ~frame["has_row_key"]
+    frame.loc[older, "setting"] = [row_of_setting.get(s, s) for s in frame.loc[older, "split_setting"]]
     return frame
 
 

@@ -257,3 +257,23 @@ def test_the_latex_tables_compile_in_a_minimal_document(tmp_path):
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_runs_recorded_before_row_keys_join_the_row_of_their_setting(tracking_uri, capsys):
+    """A run of the same setting on the same split, recorded before row keys existed and on older code, is
+    older code of that row (hidden by default, labelled with its code under --code-versions all), not a
+    second configuration."""
+    args = ["run", "--methods", "lsh", *DIGITS, "--bits", "8", "--tracking-uri", tracking_uri]
+    assert main(args) == 0
+    tracker = Tracker(tracking_uri)
+    old = load_runs(tracker, "digits/digits")["run_id"][0]
+    for tag in ("hashbench.row_key", "hashbench.row_setting_key"):
+        tracker.client.delete_tag(old, tag)
+    tracker.client.set_tag(old, "hashbench.code", "0ldc0de" + "0" * 57)
+    tracker.client.set_tag(old, "hashbench.run_key", "k-old")
+    assert main(args + ["--force"]) == 0
+    capsys.readouterr()
+    latest = load_runs(tracker, "digits/digits")
+    assert list(latest["method"]) == ["lsh"] and old not in set(latest["run_id"])
+    every = load_runs(tracker, "digits/digits", code_versions="all")
+    assert sorted(every["method"]) == ["lsh", "lsh@0ldc0d"]
