@@ -414,7 +414,7 @@ def _cmd_plot(args) -> int:
     from pathlib import Path
 
     from bench.plot import figure_path, plot_metric_vs_bits, plot_time_vs_metric
-    from bench.report import experiment_figures, experiment_metric
+    from bench.report import choose_spread, describe_experiment, experiment_figures, experiment_metric
 
     for flag, path in (("--output", None if args.output_dir else args.output), ("--time-plot", args.time_plot)):
         if path:
@@ -429,11 +429,13 @@ def _cmd_plot(args) -> int:
                                    spread=args.spread, curve_bits=args.bits, data_root=args.data_root,
                                    say=lambda m: print(m, file=sys.stderr))
             return 0
-        metric = args.metric or experiment_metric(frame, sorted(frame["experiment"].unique())[0])
-        print(f"wrote {plot_metric_vs_bits(frame, metric, args.output, spread=args.spread or 'seeds')}",
-              file=sys.stderr)
+        experiments = sorted(frame["experiment"].unique())
+        metric = args.metric or experiment_metric(frame, experiments[0])
+        spread = choose_spread(frame, args.spread)
+        title = describe_experiment(frame, spread)["short"] if len(experiments) == 1 else ""
+        print(f"wrote {plot_metric_vs_bits(frame, metric, args.output, spread=spread, title=title)}", file=sys.stderr)
         if args.time_plot:
-            print(f"wrote {plot_time_vs_metric(frame, metric, args.time_plot)}", file=sys.stderr)
+            print(f"wrote {plot_time_vs_metric(frame, metric, args.time_plot, title=title)}", file=sys.stderr)
     except OSError as exc:
         raise UsageError(f"cannot write the plot: {exc.strerror or exc} ({exc.filename})") from None
     return 0

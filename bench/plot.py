@@ -108,7 +108,9 @@ def plot_metric_vs_bits(runs: pd.DataFrame, metric: str, output: str | Path | No
         ax.set_title(exp if len(experiments) > 1 or not title else "")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    _suptitle(fig, title)
+    from bench.paper import SPREADS
+
+    _suptitle(fig, title, f"error bars: ± std {SPREADS[spread]}")
     if output is None:
         fig.tight_layout()
         return fig
