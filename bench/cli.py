@@ -27,9 +27,15 @@ EXAMPLES = {
   {prog} list datasets     # datasets, their protocols, feature extractors""",
     "report": """examples:
   {prog} report --experiment fashion-mnist/fashion-mnist --format markdown > results.md
-  {prog} report --metric map_tie_aware --code-versions all""",
+  {prog} report --metric map_tie_aware --code-versions all
+  {prog} report --experiment cifar10/cifar10 --output-dir results/report   # .md, .tex, .csv, .html + figures
+  {prog} report --tables all --spread splits --format latex""",
     "plot": """examples:
-  {prog} plot --experiment cifar10/cifar10 --output map_vs_bits.png --time-plot time_vs_map.pdf""",
+  {prog} plot --experiment cifar10/cifar10 --output map_vs_bits.png --time-plot time_vs_map.pdf
+  {prog} plot --experiment cifar10/cifar10 --output-dir results/figures --bits 32""",
+    "compare": """examples:
+  {prog} compare lagnh itq --experiment cifar10/cifar10 --bits 16
+  {prog} compare itq#6b88fe itq#1c2d3e --experiment digits/digits --bits 32""",
     "sync": """examples:
   {prog} sync --tracking-uri http://127.0.0.1:5000   # after a sweep said its results are in the spool""",
 }
@@ -73,6 +79,9 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     run.add_argument("--dataset", help=f"dataset name (default {DEFAULT_DATASET})")
     run.add_argument("--bits", help="code lengths, comma-separated (default 16,32,64,128)")
     run.add_argument("--seeds", help="seeds, comma-separated (default 0)")
+    run.add_argument("--split-seeds", metavar="SEEDS",
+                     help="draw the protocol's split with these seeds, comma-separated, e.g. 0,1,2 (default: the "
+                          "protocol's own seed); tables then show the spread over splits too")
     run.add_argument("--protocol", help="protocol name (default: the dataset's standard protocol)")
     run.add_argument("--features", help="feature extractor (default: the dataset's default)")
     run.add_argument("--data-root", help="folder or file holding the dataset (default: standard locations)")
@@ -108,7 +117,17 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     lst.add_argument("what", nargs="?", choices=("methods", "datasets"), default="methods",
                      help="what to list (default methods)")
 
-    rep = command("report", "render a results table from the tracked runs")
+    rep = command("report", "render paper-ready tables (and, with --output-dir, figures and an HTML page) from "
+                            "the tracked runs")
+    cmp_ = command("compare", "is one method's lead over another real? mean AP difference with a 95 %% bootstrap "
+                              "interval and the Wilcoxon signed-rank p-value over queries")
+    cmp_.add_argument("a", help="a method or configuration (a table row, e.g. itq or itq#6b88fe)")
+    cmp_.add_argument("b", help="the other one")
+    cmp_.add_argument("--experiment", required=True, help="dataset/protocol experiment, e.g. cifar10/cifar10")
+    cmp_.add_argument("--bits", type=int, required=True, help="the code length to compare at")
+    cmp_.add_argument("--tracking-uri", help=URI_HELP)
+    cmp_.add_argument("--code-versions", choices=("latest", "all"), default="latest",
+                      help="each configuration at its latest code (default), or every code version, labelled")
     plot = command("plot", "plot a metric against code length (and training time against the metric)")
     for q in (rep, plot):
         q.add_argument("--tracking-uri", help=URI_HELP)
@@ -117,12 +136,34 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
         q.add_argument("--metric", help="metric (default: mAP@K of the protocol)")
         q.add_argument("--code-versions", choices=("latest", "all"), default="latest",
                        help="each configuration at its latest code (default), or every code version, labelled")
-    rep.add_argument("--format", choices=("text", "markdown", "latex"), default="text",
-                     help="table format (default text)")
-    rep.add_argument("--output", help="write the table to this file instead of stdout")
+    rep.add_argument("--format", choices=("text", "markdown", "latex", "csv", "html", "all"), default=None,
+                     help="table format on stdout or --output (default text); with --output-dir: which files "
+                          "(default all: report.md, report.tex, report.csv and report.html with the figures)")
+    rep.add_argument("--output", help="write the tables to this file instead of stdout")
+    rep.add_argument("--output-dir", metavar="DIR",
+                     help="write each experiment's report into DIR/<dataset>-<protocol>/: Markdown, LaTeX, CSV, "
+                          "and one self-contained HTML page with every table and figure (PNG and PDF beside it)")
+    rep.add_argument("--tables", choices=("main", "all"), default=None,
+                     help="the main table only, or also tie-aware mAP, P@K, P@r<=2 and the efficiency table "
+                          "(default: main on stdout/--output, all with --output-dir)")
+    rep.add_argument("--spread", choices=("seeds", "splits", "both"), default=None,
+                     help="what ± shows: std over method seeds, over split seeds, or both (default: seeds for one "
+                          "split seed, both for several)")
+    rep.add_argument("--bits", type=int, help="code length of the efficiency table, the PR and precision@N curves "
+                                              "and the retrieval examples (default: the longest every method ran)")
+    rep.add_argument("--data-root", help="where the dataset's images are, for the retrieval examples (default: "
+                                         "standard locations)")
     plot.add_argument("--output", default="results/plots/map_vs_bits.png",
                       help="file of the main plot; its suffix picks the format (.png, .pdf, .svg ...)")
     plot.add_argument("--time-plot", help="also write training time against the metric to this file")
+    plot.add_argument("--output-dir", metavar="DIR",
+                      help="write every figure of each experiment into DIR/<dataset>-<protocol>/ as PNG and PDF: "
+                           "metric vs code length, PR curves, precision@N, time vs metric, retrieval examples")
+    plot.add_argument("--bits", type=int, help="code length of the curves and retrieval examples (default: the "
+                                               "longest every method ran)")
+    plot.add_argument("--spread", choices=("seeds", "splits", "both"), default=None,
+                      help="what the error bars show (default: seeds for one split seed, both for several)")
+    plot.add_argument("--data-root", help="where the dataset's images are, for the retrieval examples")
     return p
 
 
@@ -181,6 +222,7 @@ def _cmd_run(args) -> int:
         "methods": args.methods, "dataset": args.dataset,
         "bits": None if args.bits is None else parse_int_list(args.bits, "--bits"),
         "seeds": None if args.seeds is None else parse_int_list(args.seeds, "--seeds"),
+        "split_seeds": None if args.split_seeds is None else parse_int_list(args.split_seeds, "--split-seeds"),
         "protocol": args.protocol, "features": args.features, "data_root": args.data_root,
         "allow_pickle": args.allow_pickle, "data_options": parse_data_options(args.data_option) or None,
         "feature_options": parse_data_options(args.feature_option, "--feature-option") or None,
@@ -203,8 +245,9 @@ def _cmd_run(args) -> int:
     if not frame.empty and metric in frame.columns:
         print()
         order = list(dict.fromkeys(r.label or r.method for r in result.results))
+        over = "method and split seeds" if len(spec.split_seeds or ()) > 1 else "seeds"
         print(render(frame, metric, table_format, method_order=order,
-                     title=f"{label(metric)} on {result.experiment} (mean ± std over seeds)"))
+                     title=f"{label(metric)} on {result.experiment} (mean ± std over {over})"))
         if metric != "fit_seconds":
             print()
             print(render(frame, "fit_seconds", table_format, method_order=order,
@@ -275,31 +318,70 @@ def _write(path: str, text: str, flag: str) -> None:
 
 
 def _load(args):
-    """The runs a report or plot reads, and its metric, checked; the store is opened read-only."""
-    from bench.report import default_metric, load_runs
+    """The runs a report or plot reads, and the tracker, checked; the store is opened read-only. A
+    ``--metric`` must be recorded by every experiment shown."""
+    from bench.report import load_runs
     from bench.tracking import Tracker
 
-    frame = load_runs(Tracker(args.tracking_uri).open(create=False), args.experiment, args.sweep,
-                      code_versions=args.code_versions)
-    metric = args.metric or default_metric(frame)
-    if metric not in frame.columns:
-        recorded = sorted(c for c in frame.columns if frame[c].dtype.kind == "f" and c not in ("start_time",))
-        raise UsageError(f"metric {metric!r} was not recorded; recorded metrics: {', '.join(recorded)}")
-    return frame, metric
+    tracker = Tracker(args.tracking_uri).open(create=False)
+    frame = load_runs(tracker, args.experiment, getattr(args, "sweep", None), code_versions=args.code_versions)
+    metric = getattr(args, "metric", None)
+    if metric:
+        for exp, part in frame.groupby("experiment"):
+            if metric not in part.columns or part[metric].isna().all():
+                recorded = sorted(c for c in part.columns if part[c].dtype.kind == "f" and c != "start_time"
+                                  and part[c].notna().any())
+                raise UsageError(f"metric {metric!r} was not recorded in {exp}; recorded metrics: {', '.join(recorded)}")
+    return frame, tracker
+
+
+def _slug(experiment: str) -> str:
+    return experiment.replace("/", "-")
 
 
 def _cmd_report(args) -> int:
-    from bench.metrics import label
-    from bench.table import render
+    from pathlib import Path
 
+    import pandas as pd
+
+    from bench import paper
+    from bench.report import choose_spread, report_tables, write_report
+
+    fmt = args.format
+    if args.output_dir:
+        _writable_output(str(Path(args.output_dir) / "x"), "--output-dir")
+    else:
+        fmt = fmt or "text"
+        if fmt in ("html", "all"):
+            raise UsageError(f"--format {fmt} writes several files (a page and its figures): give --output-dir DIR")
     _writable_output(args.output, "--output")
-    frame, metric = _load(args)
-    blocks = []
-    for exp, part in frame.groupby("experiment", sort=True):
-        features = ",".join(sorted(part["features"].dropna().unique()))
-        blocks.append(render(part, metric, args.format,
-                             title=f"{label(metric)} on {exp} (features: {features}; mean ± std over seeds)"))
-    text = "\n\n".join(blocks) + "\n"
+    frame, tracker = _load(args)
+    experiments = sorted(frame["experiment"].unique())
+    if args.output_dir:
+        formats = ("markdown", "latex", "csv", "html") if fmt in (None, "all") else (fmt,)
+        for exp in experiments:
+            try:
+                written = write_report(tracker, frame, exp, Path(args.output_dir) / _slug(exp), formats=formats,
+                                       metric=args.metric, spread=args.spread, efficiency_bits=args.bits,
+                                       curve_bits=args.bits, data_root=args.data_root,
+                                       say=lambda m: print(m, file=sys.stderr))
+            except OSError as exc:
+                raise UsageError(f"cannot write --output-dir {args.output_dir}: {exc.strerror or exc}") from None
+            for path in written:
+                if path.suffix != ".png":
+                    print(f"wrote {path}", file=sys.stderr)
+        return 0
+    blocks, frames = [], []
+    for exp in experiments:
+        tables = report_tables(tracker, frame, exp, metric=args.metric, spread=args.spread,
+                               tables=args.tables or "main", efficiency_bits=args.bits)
+        if fmt == "csv":
+            spread = choose_spread(frame[frame["experiment"] == exp], args.spread)
+            frames += [paper.to_frame(t, experiment=exp, spread=spread) for t in tables]
+        else:
+            render = {"text": paper.to_text, "markdown": paper.to_markdown, "latex": paper.to_latex}[fmt]
+            blocks += [render(t) for t in tables]
+    text = pd.concat(frames).to_csv(index=False) if fmt == "csv" else "\n\n".join(blocks) + "\n"
     if args.output:
         _write(args.output, text, "--output")
         print(f"wrote {args.output}", file=sys.stderr)
@@ -308,23 +390,63 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def _cmd_plot(args) -> int:
-    from bench.plot import figure_path, plot_metric_vs_bits, plot_time_vs_metric
+def _cmd_compare(args) -> int:
+    from bench.report import compare, resolve_row
+    from bench.significance import CONFIDENCE, combine
 
-    for flag, path in (("--output", args.output), ("--time-plot", args.time_plot)):
+    args.metric = None
+    frame, tracker = _load(args)
+    a, b = resolve_row(frame, args.a), resolve_row(frame, args.b)
+    results = compare(tracker, frame, a, b, args.bits)
+    topk = int(frame["topk"].iloc[0])
+    level = f"{CONFIDENCE:.0%}"
+    at = frame[frame["n_bits"] == args.bits]
+    print(f"{a} vs {b} on {args.experiment} at {args.bits} bits: AP@{topk} per query, each averaged over its "
+          f"method seeds ({at[at['method'] == a]['seed'].nunique()} for {a}, "
+          f"{at[at['method'] == b]['seed'].nunique()} for {b})")
+    for r in results:
+        print(f"split seed {r.split_seed}: {r.n_queries} queries; mAP {r.mean_a:.4f} vs {r.mean_b:.4f}; "
+              f"difference {r.mean_difference:+.4f}, {level} bootstrap CI [{r.ci_low:+.4f}, {r.ci_high:+.4f}]; "
+              f"Wilcoxon signed-rank p = {r.p_value:.3g} (two-sided)")
+    if len(results) > 1:
+        diff, p = combine(results)
+        print(f"combined over {len(results)} split seeds: mean difference {diff:+.4f}; Fisher's combined p = {p:.3g}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from bench.plot import figure_path, plot_metric_vs_bits, plot_time_vs_metric
+    from bench.report import choose_spread, describe_experiment, experiment_figures, experiment_metric
+
+    for flag, path in (("--output", None if args.output_dir else args.output), ("--time-plot", args.time_plot)):
         if path:
             _writable_output(str(figure_path(path)), flag)
-    frame, metric = _load(args)
+    if args.output_dir:
+        _writable_output(str(Path(args.output_dir) / "x"), "--output-dir")
+    frame, tracker = _load(args)
     try:
-        print(f"wrote {plot_metric_vs_bits(frame, metric, args.output)}", file=sys.stderr)
+        if args.output_dir:
+            for exp in sorted(frame["experiment"].unique()):
+                experiment_figures(tracker, frame, exp, Path(args.output_dir) / _slug(exp), metric=args.metric,
+                                   spread=args.spread, curve_bits=args.bits, data_root=args.data_root,
+                                   say=lambda m: print(m, file=sys.stderr))
+            return 0
+        experiments = sorted(frame["experiment"].unique())
+        metric = args.metric or experiment_metric(frame, experiments[0])
+        spread = choose_spread(frame, args.spread)
+        title = describe_experiment(frame, spread)["short"] if len(experiments) == 1 else ""
+        print(f"wrote {plot_metric_vs_bits(frame, metric, args.output, spread=spread, title=title)}", file=sys.stderr)
         if args.time_plot:
-            print(f"wrote {plot_time_vs_metric(frame, metric, args.time_plot)}", file=sys.stderr)
+            print(f"wrote {plot_time_vs_metric(frame, metric, args.time_plot, title=title)}", file=sys.stderr)
     except OSError as exc:
         raise UsageError(f"cannot write the plot: {exc.strerror or exc} ({exc.filename})") from None
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "plot": _cmd_plot, "sync": _cmd_sync}
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "plot": _cmd_plot, "sync": _cmd_sync,
+            "compare": _cmd_compare}
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:

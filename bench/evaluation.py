@@ -37,7 +37,8 @@ from numba.core import types
 from numba.extending import intrinsic
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
-__all__ = ["evaluate", "hamming_distances", "pr_curve_by_radius", "precision_at_n"]
+__all__ = ["average_precision_at_k", "evaluate", "hamming_distances", "pr_curve_by_radius", "precision_at_n",
+           "top_k"]
 
 # A relevant item is recorded as (position in its bucket << _DIST_BITS) | distance in one int64.
 _DIST_BITS = 16
@@ -143,6 +144,37 @@ def precision_at_n(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: 
     scan = _scan(data, cuts)
     mean_precision = (scan.rel_at_cut / cuts).mean(axis=0)
     return {"n": ns, "precision": mean_precision[np.searchsorted(cuts, np.minimum(ns, data.n_db))]}
+
+
+def average_precision_at_k(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
+                           db_labels: np.ndarray, *, topk: int = 1000) -> np.ndarray:
+    """AP@K of every query (the per-query values whose mean is ``map_at_{topk}`` of `evaluate`).
+
+    With :math:`K = \\min(\\mathrm{topk}, N)`; 0 for a query without a relevant item in its top K.
+    Paired tests between two methods compare these values query by query.
+
+    Returns:
+        ``float64`` ``(Q,)`` in the order of ``query_codes``.
+    """
+    topk = _check_positive_int(topk, "topk")
+    data = _prepare(query_codes, db_codes, query_labels, db_labels)
+    scan = _scan(data, np.array([min(topk, data.n_db)], dtype=np.int64))
+    return _safe_ratio(scan.prec_sum_at_cut[:, 0], scan.rel_at_cut[:, 0].astype(np.float64))
+
+
+def top_k(query_codes: np.ndarray, db_codes: np.ndarray, *, k: int = 10) -> np.ndarray:
+    """The first ``k`` database positions of each query's stable Hamming ranking (ascending distance,
+    ties by ascending database index), as `evaluate` ranks them.
+
+    Builds the ``(Q, N)`` distance matrix: meant for a few queries (retrieval examples).
+
+    Returns:
+        ``int64`` ``(Q, min(k, N))`` database positions.
+    """
+    k = _check_positive_int(k, "k")
+    distances = hamming_distances(query_codes, db_codes)
+    order = np.argsort(distances, axis=1, kind="stable")
+    return order[:, : min(k, distances.shape[1])].astype(np.int64)
 
 
 def hamming_distances(query_codes: np.ndarray, db_codes: np.ndarray) -> np.ndarray:

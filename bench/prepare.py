@@ -2,13 +2,14 @@
 same features, same side inputs for everyone; with the facts the record keeps about them."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from bench.errors import UsageError
-from bench.record import DataDigests, data_digests
+from bench.record import DataDigests, data_digests, data_setting
 from hashbench.datasets import Protocol, Split, compute_features, get_protocol, load_dataset, make_split
 from hashbench.datasets.protocols import split_digest
 
@@ -55,6 +56,10 @@ class Prepared:
                  for n in cls.side_inputs}
         return self.digests.fingerprint(reads)
 
+    def data_setting(self, cls: type) -> str:
+        """What the data of a run of ``cls`` are apart from the split (`bench.record.data_setting`)."""
+        return data_setting(self.data, self.features_info, {n: self.side_info[n] for n in cls.side_inputs})
+
 
 def _finite_or_raise(X: np.ndarray, what: str) -> None:
     bad = int(X.size - np.count_nonzero(np.isfinite(X)))
@@ -69,7 +74,7 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
             data_options: dict[str, Any] | None = None,
             side_options: dict[str, dict[str, Any]] | None = None,
             feature_options: dict[str, Any] | None = None,
-            allow_query_overlap: bool = False) -> Prepared:
+            allow_query_overlap: bool = False, split_seed: int | None = None) -> Prepared:
     """Load, split and featurise ``dataset``; compute the named side inputs; hash what was prepared.
 
     ``side_options`` holds settings per side input (``{"tags": {"k": 5}}``); settings a side input
@@ -78,10 +83,11 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
     (``{"input_size": 128}``), over the dataset's defaults. Features are extracted only for the items
     the protocol uses. ``fit_only_side`` inputs (e.g. DeepBit's rotated ``views``) are computed for the
     training split only. Queries that are also database or training items are refused unless
-    ``allow_query_overlap``.
+    ``allow_query_overlap``. ``split_seed`` draws the protocol's split with another seed (None: the
+    protocol's own seed); it is recorded as ``data.split_seed`` and changes the split's digest.
 
     Raises `datasets.DataError` (missing or malformed data, overlapping splits) or `UsageError` (NaN
-    features).
+    features; a split seed for a protocol that uses the dataset's own split).
     """
     from hashbench.datasets.features import compute_side, inherited_side_settings
 
@@ -90,6 +96,10 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
         options["allow_pickle"] = True
     data = load_dataset(dataset, data_root=data_root, **options)
     proto = get_protocol(dataset, protocol)
+    if split_seed is not None and split_seed != proto.seed:
+        if proto.predefined:
+            raise UsageError(f"protocol {proto.name!r} uses the dataset's own split; --split-seeds does not apply")
+        proto = dataclasses.replace(proto, seed=int(split_seed))
     split = make_split(proto, data, allow_query_overlap=allow_query_overlap)
     used = np.unique(np.concatenate([split.query, split.database, split.train]))
     feats, feat_info = compute_features(data, features, indices=used, **dict(feature_options or {}))
@@ -118,6 +128,7 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
     out.data = {
         "dataset": dataset, "protocol": proto.name, "protocol_digest": proto.digest(),
         "protocol_spec": proto.as_dict(), "split_digest": split_digest(split, data), "topk": proto.topk,
+        "split_seed": proto.seed,
         **out.sizes(), "source": data.source, "allow_query_overlap": bool(allow_query_overlap),
         **{f"overlap.{k}": int(v) for k, v in split.overlap.items()},
         **{f"option.{k}": v for k, v in options.items()},

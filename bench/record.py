@@ -32,7 +32,14 @@ key             identity without                              use
                                                               columns
 ``setting_key`` seed, n_bits, code                            one configuration across code versions:
                                                               reports show its latest code by default
+``row_key``     seed, n_bits, the split (``data`` replaced    a table row over several split seeds
+                by ``data_setting``)                          (``--split-seeds``)
+``row_setting`` seed, n_bits, code, the split                 ``setting_key`` over split seeds
 ==============  ============================================  ===========================================
+
+``data_setting`` (`data_setting`) says what the data are apart from the split: dataset, protocol
+without its seed, the extractor's and side inputs' settings. Runs recorded before it existed have no
+row keys; reports use their config and setting keys instead.
 
 Layout
 ------
@@ -74,6 +81,8 @@ TAG_LAYOUT = "hashbench.layout"            # LAYOUT_VERSION for runs written by 
 TAG_RUN_KEY = "hashbench.run_key"
 TAG_CONFIG_KEY = "hashbench.config_key"
 TAG_SETTING_KEY = "hashbench.setting_key"
+TAG_ROW_KEY = "hashbench.row_key"          # config_key with the data's split left out: a table row over split seeds
+TAG_ROW_SETTING_KEY = "hashbench.row_setting_key"  # setting_key with the split left out
 TAG_CODE = "hashbench.code"                # the code fingerprint (also the param code.fingerprint)
 TAG_METHOD = "hashbench.method"
 TAG_ERROR = "hashbench.error"              # the one-line message of a FAILED run
@@ -214,6 +223,7 @@ class RunIdentity:
     params: Mapping[str, Any]
     data: str
     code: str
+    data_setting: str = ""  # not part of run_key/config_key/setting_key: see the row keys
 
     def _payload(self, *, seed: bool = True, bits: bool = True, code: bool = True) -> dict[str, Any]:
         params = {k: v for k, v in self.params.items()
@@ -235,9 +245,43 @@ class RunIdentity:
     def setting_key(self) -> str:
         return digest(self._payload(seed=False, bits=False, code=False))
 
+    def _row_payload(self, *, code: bool) -> dict[str, Any]:
+        payload = self._payload(seed=False, bits=False, code=code)
+        payload["data"] = {"setting": self.data_setting}
+        return payload
+
+    @property
+    def row_key(self) -> str:
+        """The table row of this run over split seeds (``config_key`` when no ``data_setting`` is set)."""
+        return digest(self._row_payload(code=True)) if self.data_setting else self.config_key
+
+    @property
+    def row_setting_key(self) -> str:
+        return digest(self._row_payload(code=False)) if self.data_setting else self.setting_key
+
     def tags(self) -> dict[str, str]:
         return {TAG_RUN_KEY: self.run_key, TAG_CONFIG_KEY: self.config_key, TAG_SETTING_KEY: self.setting_key,
+                TAG_ROW_KEY: self.row_key, TAG_ROW_SETTING_KEY: self.row_setting_key,
                 TAG_CODE: self.code, TAG_METHOD: self.method, TAG_LAYOUT: LAYOUT_VERSION, TAG_KIND: "run"}
+
+
+# Facts that do not make data different (where files sit, how fast they were computed) and facts that
+# belong to the split; `data_setting` leaves them out.
+_NOT_SETTING = re.compile(r"(^|\.)(batch_size|device|path|paths|root|data_root|file|source|cache\w*)$")
+SPLIT_FACTS = ("split_digest", "protocol_digest", "split_seed", "fingerprint")
+
+
+def data_setting(data: Mapping[str, Any], features: Mapping[str, Any],
+                 side: Mapping[str, Mapping[str, Any]]) -> str:
+    """sha256 of what the data are apart from the split: ``data`` facts (``data.<name>``) without the
+    split's digests, overlap counts and the protocol's seed; the extractor's facts; the facts of the side
+    inputs a method reads (``{input: facts}``); paths, batch sizes and devices left out."""
+    keep = lambda facts: {k: v for k, v in facts.items() if not _NOT_SETTING.search(k)}  # noqa: E731
+    facts = {k: v for k, v in keep(data).items() if k not in SPLIT_FACTS and not k.startswith("overlap.")}
+    spec = dict(facts.get("protocol_spec") or {})
+    spec.pop("seed", None)
+    facts["protocol_spec"] = spec
+    return digest({"data": facts, "features": keep(features), "side": {n: keep(f) for n, f in side.items()}})
 
 
 # ------------------------------------------------------------------------------------ data fingerprint

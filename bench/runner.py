@@ -51,6 +51,7 @@ class RunResult:
     run_id: str = ""
     failed_in: str = ""
     label: str = ""  # the configuration's name in tables (the method, or the method and its grid point)
+    split_seed: int | None = None  # the seed of the protocol's split this run used
 
 
 @dataclass
@@ -78,12 +79,13 @@ class SweepResult:
 
     def frame(self):
         """The sweep's runs as a pandas DataFrame: a row per (configuration, bits, seed) with ``method`` (the
-        configuration's label), ``method_name``, ``n_bits``, ``seed``, ``status``, ``run_id`` and every
+        configuration's label), ``method_name``, ``n_bits``, ``seed``, ``split_seed``, ``status``, ``run_id`` and every
         recorded metric (empty for runs that failed or run elsewhere)."""
         import pandas as pd
 
         return pd.DataFrame([{"method": r.label or r.method, "method_name": r.method, "n_bits": r.n_bits,
-                              "seed": r.seed, "status": r.status, "run_id": r.run_id, **r.metrics}
+                              "seed": r.seed, "split_seed": r.split_seed, "status": r.status, "run_id": r.run_id,
+                              **r.metrics}
                              for r in self.results])
 
 
@@ -139,17 +141,57 @@ def train_and_encode(cls: type, params: dict[str, Any], prep: Prepared) -> Train
     return Trained(hasher, db_codes, q_codes, measurements)
 
 
-def score(trained: Trained, prep: Prepared) -> tuple[dict[str, float], str]:
-    """The engine's metrics of the codes (``map_at_K`` ... at the protocol's K) and the precision-recall
-    curve by Hamming radius as CSV. An exception here is the harness's fault."""
+# Queries whose top-10 lists every run records (positions in the query split, spread over it): the
+# retrieval-examples figure shows the same queries for every method of an experiment's split.
+N_EXAMPLE_QUERIES = 8
+EXAMPLE_TOP = 10
+
+
+def example_queries(n_query: int) -> np.ndarray:
+    """Positions (in the query split) of the queries whose top-10 each run records: evenly spread."""
+    return np.unique(np.linspace(0, n_query - 1, min(N_EXAMPLE_QUERIES, n_query)).astype(np.int64))
+
+
+def _precision_ns(topk: int) -> list[int]:
+    """List lengths of the precision@N curve: 1, 5, 10, 20, 50, then ten even steps up to K."""
+    return sorted({n for n in (1, 5, 10, 20, 50) if n < topk} | {max(1, topk * i // 10) for i in range(1, 11)})
+
+
+def _relevant(query_label: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
+    if db_labels.ndim == 1:
+        return db_labels == query_label
+    return (np.asarray(db_labels) & np.asarray(query_label)[None, :]).any(axis=1)
+
+
+def score(trained: Trained, prep: Prepared) -> tuple[dict[str, float], dict[str, str]]:
+    """The engine's metrics of the codes (``map_at_K`` ... at the protocol's K) and the run's text
+    artifacts: ``pr_curve.csv`` (precision and recall by Hamming radius), ``precision_at_n.csv``,
+    ``query_ap.csv`` (AP@K of every query, keyed by the query's item id in the dataset) and
+    ``retrieval_top10.csv`` (the top-10 database item ids of `example_queries`, with their relevance).
+    An exception here is the harness's fault."""
     import pandas as pd
 
     q, db = trained.query_codes, trained.database_codes
-    metrics = evaluation.evaluate(q, db, prep.labels["query"], prep.labels["database"], topk=prep.protocol.topk)
-    curve = evaluation.pr_curve_by_radius(q, db, prep.labels["query"], prep.labels["database"],
-                                          n_bits=trained.hasher.n_bits)
-    frame = pd.DataFrame({k: np.asarray(v) for k, v in curve.items()})
-    return metrics, frame.to_csv(index=False)
+    y_q, y_db = prep.labels["query"], prep.labels["database"]
+    topk = prep.protocol.topk
+    metrics = evaluation.evaluate(q, db, y_q, y_db, topk=topk)
+    curve = evaluation.pr_curve_by_radius(q, db, y_q, y_db, n_bits=trained.hasher.n_bits)
+    at_n = evaluation.precision_at_n(q, db, y_q, y_db, ns=_precision_ns(topk))
+    ap = evaluation.average_precision_at_k(q, db, y_q, y_db, topk=topk)
+    chosen = example_queries(len(q))
+    top = evaluation.top_k(q[chosen], db, k=EXAMPLE_TOP)
+    rows = [{"query_id": int(prep.split.query[i]), "rank": r + 1, "database_id": int(prep.split.database[j]),
+             "relevant": int(_relevant(y_q[i], y_db[[j]])[0])}
+            for i, ranked in zip(chosen, top) for r, j in enumerate(ranked)]
+    texts = {
+        "pr_curve.csv": pd.DataFrame({k: np.asarray(v) for k, v in curve.items()}).to_csv(index=False),
+        "precision_at_n.csv": pd.DataFrame({k: np.asarray(v) for k, v in at_n.items()}).to_csv(index=False),
+        "query_ap.csv": pd.DataFrame({"query_id": np.asarray(prep.split.query, dtype=np.int64),
+                                      f"ap_at_{topk}": ap}).to_csv(index=False, float_format="%.10g"),
+        "retrieval_top10.csv": pd.DataFrame(rows, columns=["query_id", "rank", "database_id", "relevant"]
+                                            ).to_csv(index=False),
+    }
+    return metrics, texts
 
 
 def run_one(cls: type, params: dict[str, Any], prep: Prepared) -> tuple[dict[str, float], dict[str, list[float]], str]:
@@ -159,8 +201,8 @@ def run_one(cls: type, params: dict[str, Any], prep: Prepared) -> tuple[dict[str
     failure is attributed to the right party.
     """
     trained = train_and_encode(cls, params, prep)
-    metrics, curve = score(trained, prep)
-    return {**metrics, **trained.measurements}, trained.hasher.training_history(), curve
+    metrics, texts = score(trained, prep)
+    return {**metrics, **trained.measurements}, trained.hasher.training_history(), texts["pr_curve.csv"]
 
 
 # ---------------------------------------------------------------------------------------------- sweep
@@ -355,29 +397,34 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
     tracker = Tracker(tracking_uri).check()  # reachable and writable, nothing created yet
     set_threads(threads)
     say(f"loading {spec.dataset} and computing features ({threads} thread{'s' if threads > 1 else ''}) ...")
-    with timer() as prep_t:
-        prep = prepare(spec.dataset, protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
-                       side_inputs=plan.side_inputs, fit_only_side=plan.fit_only_side_inputs,
-                       allow_pickle=spec.allow_pickle, data_options=spec.data_options,
-                       side_options=spec.side_options, feature_options=spec.feature_options,
-                       allow_query_overlap=spec.allow_query_overlap)
-    sizes = prep.sizes()
-    say(f"{spec.dataset}/{prep.protocol.name}: {sizes['n_query']} queries, {sizes['n_database']} database, "
-        f"{sizes['n_train']} training items, features {prep.features_info.get('name')} "
-        f"({prep.features['train'].shape[1]}-d{_made_by(prep.features_info)}), ready in {prep_t():.1f} s")
-    overlap = {k: v for k, v in prep.split.overlap.items() if v}
-    if overlap:
-        say(f"warning: query overlap {overlap} (recorded as data.overlap.*)")
+    preps = []
+    for split_seed in spec.split_seeds or (None,):
+        with timer() as prep_t:
+            prep = prepare(spec.dataset, protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
+                           side_inputs=plan.side_inputs, fit_only_side=plan.fit_only_side_inputs,
+                           allow_pickle=spec.allow_pickle, data_options=spec.data_options,
+                           side_options=spec.side_options, feature_options=spec.feature_options,
+                           allow_query_overlap=spec.allow_query_overlap, split_seed=split_seed)
+        sizes = prep.sizes()
+        say(f"{spec.dataset}/{prep.protocol.name} (split seed {prep.protocol.seed}): {sizes['n_query']} queries, "
+            f"{sizes['n_database']} database, {sizes['n_train']} training items, features "
+            f"{prep.features_info.get('name')} ({prep.features['train'].shape[1]}-d{_made_by(prep.features_info)}), "
+            f"ready in {prep_t():.1f} s")
+        overlap = {k: v for k, v in prep.split.overlap.items() if v}
+        if overlap:
+            say(f"warning: query overlap {overlap} (recorded as data.overlap.*)")
+        preps.append(prep)
+    prep = preps[0]
 
     tracker.open()  # the data are good: a new store is created now
     env = {**environment(), "threads": str(threads)}
     experiment = f"{spec.dataset}/{prep.protocol.name}"
     topk = prep.protocol.topk
     code = {name: record.code_fingerprint(cls.__module__) for name, cls in plan.classes.items()}
-    fingerprints = {name: prep.fingerprint(cls) for name, cls in plan.classes.items()}
     sweep_layout = record.Layout()
     sweep_layout.add_params("sweep", {"methods": ",".join(spec.methods), "bits": ",".join(map(str, spec.bits)),
-                                      "seeds": ",".join(map(str, spec.seeds)), "digest": spec.digest()})
+                                      "seeds": ",".join(map(str, spec.seeds)), "digest": spec.digest(),
+                                      "split_seeds": ",".join(str(p.protocol.seed) for p in preps)})
     sweep_layout.add_params("data", prep.data)
     sweep_layout.add_params("features", prep.features_info)
     sweep_layout.add_params("env", env)
@@ -393,24 +440,26 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                 say(f"closed {reaped} run(s) left RUNNING by a sweep that died (no heartbeat for "
                     f"{stale_after:g} s) as KILLED")
             parent_id = rec.start_sweep(exp_id, f"sweep-{spec.digest()[:8]}", sweep_layout, spec)
-            for number, planned in enumerate(plan.runs, 1):
-                tag = f"[{number}/{len(plan.runs)}] {planned.label} {planned.n_bits} bits seed {planned.seed}"
-                identity = record.RunIdentity(planned.method, planned.identity_params,
-                                              fingerprints[planned.method], code[planned.method][0])
+            todo = [(prep, planned) for prep in preps for planned in plan.runs]
+            for number, (prep, planned) in enumerate(todo, 1):
+                split = f" split seed {prep.protocol.seed}" if spec.split_seeds else ""
+                tag = f"[{number}/{len(todo)}] {planned.label} {planned.n_bits} bits seed {planned.seed}{split}"
+                identity = record.RunIdentity(planned.method, planned.identity_params, prep.fingerprint(planned.cls),
+                                              code[planned.method][0], prep.data_setting(planned.cls))
                 name = f"{planned.method}-{planned.n_bits}b-s{planned.seed}"
                 claim = rec.claim(exp_id, identity, name, parent_id, not spec.force, stale_after)
                 if claim.outcome != "mine":
                     status = "REUSED" if claim.outcome == "reuse" else "ELSEWHERE"
                     results.append(RunResult(planned.method, planned.n_bits, planned.seed, status,
                                              dict(claim.run.data.metrics), run_id=claim.run.info.run_id,
-                                             label=planned.label))
+                                             label=planned.label, split_seed=prep.protocol.seed))
                     say(f"{tag}: identical finished run {claim.run.info.run_id[:8]} reused (--force to redo)"
                         if status == "REUSED" else
                         f"{tag}: running elsewhere (run {claim.run.info.run_id[:8]} of another sweep); skipped")
                     continue
                 result = _run_one_recorded(rec, claim.run_id, experiment, parent_id, planned, prep, identity,
                                            env, code[planned.method][1])
-                result.label = planned.label
+                result.label, result.split_seed = planned.label, prep.protocol.seed
                 results.append(result)
                 if result.status == "FAILED":
                     say(f"{tag}: FAILED{' (harness error)' if result.failed_in == 'harness' else ''}: "
@@ -421,7 +470,7 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                         f"mAP@{topk} {m[f'map_at_{topk}']:.4f}")
             counts = {f"runs_{s.lower()}": float(sum(r.status == s for r in results))
                       for s in ("FINISHED", "FAILED", "REUSED", "ELSEWHERE")}
-            counts["runs_total"] = float(len(plan.runs))
+            counts["runs_total"] = float(len(plan.runs) * len(preps))
             # the runs this sweep's table shows, reused ones included (`bench report --sweep` reads it)
             used = json.dumps({"runs": [r.run_id for r in results if r.run_id and r.status != "ELSEWHERE"]})
             rec.close(parent_id, "FAILED" if counts["runs_failed"] else "FINISHED", counts, {SWEEP_RUNS: used})
@@ -462,7 +511,7 @@ def _run_one_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id
     except Exception as exc:  # noqa: BLE001 -- a method's failure must not end the sweep
         return failed("method", f"{type(exc).__name__}: {exc}")
     try:
-        metrics, curve_csv = score(trained, prep)
+        metrics, score_texts = score(trained, prep)
         metrics.update(trained.measurements)
     except Exception as exc:  # noqa: BLE001
         return failed("harness", f"harness error while scoring {planned.method}'s codes (a hashbench bug, "
@@ -477,7 +526,7 @@ def _run_one_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id
         return failed("record", f"cannot record {planned.method}'s values: {exc}")
     bundle.add_layout(layout)
     bundle.history = {history_keys[name]: [float(v) for v in values] for name, values in history.items()}
-    bundle.texts["pr_curve.csv"] = curve_csv
+    bundle.texts.update(score_texts)
     bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout,
                                                   trained.hasher)
     if run_id:

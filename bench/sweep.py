@@ -50,6 +50,8 @@ class SweepSpec:
     allow_query_overlap: bool = False
     # per-method parameter grids, every combination a configuration of its own: {"itq": {"n_iter": [10, 50]}}
     grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    # seeds of the protocol's split (None: the protocol's own seed); each draws another split
+    split_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if not self.methods:
@@ -64,7 +66,11 @@ class SweepSpec:
         negative = [s for s in self.seeds if s < 0]
         if negative:
             raise UsageError(f"seeds must be integers >= 0, got {negative}")
-        for flag, values in (("--methods", self.methods), ("--bits", self.bits), ("--seeds", self.seeds)):
+        if self.split_seeds is not None:
+            if not self.split_seeds or any(s < 0 for s in self.split_seeds):
+                raise UsageError(f"split seeds must be integers >= 0, got {list(self.split_seeds)}")
+        for flag, values in (("--methods", self.methods), ("--bits", self.bits), ("--seeds", self.seeds),
+                             ("--split-seeds", self.split_seeds or ())):
             duplicates = sorted({v for v in values if values.count(v) > 1})
             if duplicates:  # a repeated seed would be one run counted twice in every mean
                 raise UsageError(f"{flag} names {', '.join(map(str, duplicates))} more than once")
@@ -101,7 +107,10 @@ class SweepSpec:
         return asdict(self)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True, default=str).encode()).hexdigest()
+        spec = self.as_dict()
+        if spec["split_seeds"] is None:  # sweeps without split seeds keep the digest they had before
+            del spec["split_seeds"]
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -263,7 +272,7 @@ def _dotted(items: list[str] | None, flag: str, form: str) -> dict[str, dict[str
 # Keys of a sweep file (``python -m bench run --config sweep.yaml``): the same as the flags of ``run``.
 SWEEP_KEYS = ("methods", "dataset", "bits", "seeds", "protocol", "features", "data_root", "allow_pickle",
               "data_options", "feature_options", "side_options", "params", "grid", "force", "metric",
-              "allow_query_overlap")
+              "allow_query_overlap", "split_seeds")
 # Keys that say how to run a sweep, not what it is: accepted in a file, never part of the logged sweep.
 RUN_KEYS = ("tracking_uri", "stale_after", "format", "threads")
 _DEFAULTS = {"dataset": "fashion-mnist", "bits": (16, 32, 64, 128), "seeds": (0,)}
@@ -345,6 +354,7 @@ def build_spec(file: dict[str, Any] | None = None, flags: dict[str, Any] | None 
         force=bool(pick("force")), overrides=merged("params", 2), side_options=merged("side_options", 2),
         feature_options=merged("feature_options", 1), table_metric=pick("metric"),
         allow_query_overlap=bool(pick("allow_query_overlap")), grid=_mapping(file.get("grid"), "grid", 2),
+        split_seeds=None if pick("split_seeds") is None else _as_ints(pick("split_seeds"), "split_seeds"),
     )
 
 
@@ -356,5 +366,6 @@ def sweep_file_of(spec: SweepSpec) -> dict[str, Any]:
            "allow_pickle": spec.allow_pickle or None, "data_options": spec.data_options or None,
            "feature_options": spec.feature_options or None, "side_options": spec.side_options or None,
            "params": spec.overrides or None, "grid": spec.grid or None, "metric": spec.table_metric,
-           "allow_query_overlap": spec.allow_query_overlap or None}
+           "allow_query_overlap": spec.allow_query_overlap or None,
+           "split_seeds": None if spec.split_seeds is None else list(spec.split_seeds)}
     return {k: v for k, v in out.items() if v is not None}

@@ -68,12 +68,14 @@ def to_markdown(table: pd.DataFrame, title: str = "") -> str:
 
 
 def _latex_escape(text: str) -> str:
-    return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+    from bench.paper import latex_escape  # one rule for every LaTeX table
+
+    return latex_escape(text)
 
 
 def to_latex(table: pd.DataFrame, title: str = "") -> str:
     cols = list(table.columns)
-    lines = [r"\begin{table}[t]", r"\centering"]
+    lines = [r"% needs \usepackage{booktabs} in the preamble", r"\begin{table}[t]", r"\centering"]
     if title:
         lines.append(r"\caption{" + _latex_escape(title) + "}")
     lines += [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule",
@@ -81,8 +83,8 @@ def to_latex(table: pd.DataFrame, title: str = "") -> str:
     for i, row in zip(table.index, table.values):
         cells = []
         for v in row:
-            v = str(v).replace("±", r"$\pm$")
-            cells.append(r"\textbf{" + v[1:] + "}" if v.startswith("*") else v)
+            v = str(v)
+            cells.append(r"\textbf{" + _latex_escape(v[1:]) + "}" if v.startswith("*") else _latex_escape(v))
         lines.append(_latex_escape(str(i)) + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines)

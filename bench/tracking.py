@@ -441,6 +441,16 @@ class Tracker:
             ids.update(r.info.run_id for r in nested)
         return ids
 
+    def read_text(self, run_id: str, path: str) -> str | None:
+        """The text of artifact ``path`` of run ``run_id``; None when the run has no such artifact (runs
+        recorded before it existed)."""
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a report reads many small files
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return Path(self.client.download_artifacts(run_id, path, tmp)).read_text()
+            except Exception:  # noqa: BLE001 -- MLflow raises several types for a missing artifact
+                return None
+
     def finished_runs(self, experiment_id: str) -> Iterator[Any]:
         """Every FINISHED per-(method, bits, seed) run of an experiment, oldest first, page by page."""
         token = None
