@@ -72,6 +72,17 @@ def evaluate(query_codes, database_codes, query_labels, database_labels, *, topk
     return _evaluate(query_codes, database_codes, query_labels, database_labels, topk=topk)
 
 
+def retrieval_scorer(topk: int = 100, metric: str | None = None):
+    """A scorer for scikit-learn's ``GridSearchCV(..., scoring=hashbench.retrieval_scorer(topk=100))``: within
+    each fold every row queries the fold's other rows, ``y`` (class ids or multi-hot rows) gives relevance
+    only, and the score is the engine's ``metric`` (default ``map_at_{topk}``). See `bench.scoring`.
+
+    Raises ``ValueError`` for a ``topk`` that is not a positive int or an unknown ``metric``."""
+    from bench.scoring import retrieval_scorer as _scorer
+
+    return _scorer(topk, metric)
+
+
 def get_method(name: str):
     """The `Hasher` class registered as ``name`` (``get_method("itq")(64, seed=0).fit(X).encode(X)``).
 
@@ -100,4 +111,4 @@ def get_dataset(name: str, *, data_root: str | None = None, **options):
     return load_dataset(name, data_root=data_root, **options)
 
 
-__all__ = ["evaluate", "get_dataset", "get_method", "list_methods", "load_runs", "run_sweep"]
+__all__ = ["evaluate", "get_dataset", "get_method", "list_methods", "load_runs", "retrieval_scorer", "run_sweep"]
