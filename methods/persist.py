@@ -115,8 +115,9 @@ def save_hasher(hasher: Hasher, path: str | Path) -> Path:
     return folder
 
 
-def load_hasher(path: str | Path) -> Hasher:
-    """The fitted hasher saved in folder ``path`` by `save_hasher`, ready to encode.
+def load_hasher(path: str | Path, cls: type[Hasher] | None = None) -> Hasher:
+    """The fitted hasher saved in folder ``path`` by `save_hasher`, ready to encode; an instance of ``cls``
+    when given (a class not in the registry, such as a test's variant), else of the registered method.
 
     Raises `InputError` (one line) for a folder that holds no saved hasher or one of a newer format;
     `hashbench.methods.UnknownMethodError` when its method is not installed.
@@ -131,7 +132,7 @@ def load_hasher(path: str | Path) -> Hasher:
     if manifest.get("format") != FORMAT_VERSION:
         raise InputError(f"{folder} holds a saved hasher of format {manifest.get('format')!r}; "
                          f"this hashbench reads format {FORMAT_VERSION}")
-    cls = get_method(manifest["method"])
+    cls = cls or get_method(manifest["method"])
     with np.load(folder / ARRAYS, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     hasher = cls(**_decode(manifest["params"], arrays))

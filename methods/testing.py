@@ -410,6 +410,29 @@ def check_run_info(case: Case) -> None:
     )
 
 
+def check_save_load(case: Case) -> None:
+    """`methods.persist.save_hasher` then `load_hasher` gives a hasher of the same class and parameters
+    that encodes ``X`` to the same codes (every fitted attribute must be plain data, a numpy array or a
+    torch module the method can rebuild)."""
+    import tempfile
+
+    from hashbench.methods.persist import load_hasher, save_hasher
+
+    est, codes = case.fitted()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            save_hasher(est, folder)
+            loaded = load_hasher(folder, type(est))
+        except Exception as exc:  # noqa: BLE001 - any failure to save or load is the finding
+            raise AssertionError(f"cannot save and load the fitted hasher: {type(exc).__name__}: {exc}") from exc
+    assert type(loaded) is type(est), f"loaded a {type(loaded).__name__}, saved a {type(est).__name__}"
+    params, again = est.get_params(), loaded.get_params()
+    assert params.keys() == again.keys() and all(_equal(params[k], again[k]) for k in params), (
+        f"parameters change through save and load: {params} -> {again}"
+    )
+    assert np.array_equal(loaded.encode(case.X, **case.side), codes), "the loaded hasher encodes to other codes"
+
+
 CHECKS: dict[str, Callable[[Case], None]] = {
     fn.__name__.removeprefix("check_"): fn
     for fn in (
@@ -432,6 +455,7 @@ CHECKS: dict[str, Callable[[Case], None]] = {
         check_fit_validates_params,
         check_n_parameters,
         check_run_info,
+        check_save_load,
     )
 }
 
