@@ -96,7 +96,7 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                      help="redo runs that already finished with the same settings")
     run.add_argument("--no-save-models", action="store_false", default=None, dest="save_models",
                      help="do not keep each run's fitted hasher (MLflow pyfunc model) and database codes "
-                          "(faiss index); `search` needs them")
+                          "(faiss index), which the search command answers from")
     run.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
                      help="a claimed run without a heartbeat for this long belongs to a dead sweep and is "
                           "taken over (default 300)")

@@ -17,6 +17,7 @@ import numpy as np
 
 from bench import models
 from bench.errors import UsageError
+from hashbench.methods import InputError
 
 
 @dataclass
@@ -84,7 +85,12 @@ def search_run(tracker, run_id: str, queries: np.ndarray, side: dict[str, np.nda
                                  "or before runs kept their models): rerun it with --force") from None
         model = models.load_model(local[models.MODEL_DIR])
         db_codes, ids = models.read_index(Path(local[models.INDEX_DIR]) / models.INDEX_FILE)
-        codes = model.predict({"features": queries, **side} if side else queries)
+        try:
+            codes = model.predict({"features": queries, **side} if side else queries)
+        except InputError as exc:
+            if "needs the side input" not in str(exc):
+                raise
+            raise InputError(f"{exc} (give each with --side NAME=FILE.npy)") from None
     if codes.shape[1] != db_codes.shape[1]:
         raise UsageError(f"the run's model gives {codes.shape[1]}-byte codes but its index holds "
                          f"{db_codes.shape[1]}-byte codes")
