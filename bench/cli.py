@@ -100,6 +100,9 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     run.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
                      help="a claimed run without a heartbeat for this long belongs to a dead sweep and is "
                           "taken over (default 300)")
+    run.add_argument("--threads", metavar="N",
+                     help="threads of torch, ONNX Runtime, BLAS, faiss and numba alike, recorded with every run "
+                          "(default: this machine's cores)")
     run.add_argument("--metric", help="metric of the printed table (default: mAP@K of the protocol)")
     run.add_argument("--format", choices=("text", "markdown", "latex"),
                      help="table format on stdout (default text)")
@@ -185,6 +188,7 @@ def _cmd_run(args) -> int:
     from bench.runner import run_sweep
     from bench.sweep import (build_spec, parse_data_options, parse_int_list, parse_overrides, parse_side_options,
                              read_sweep_file)
+    from bench.threads import parse_threads
     from bench.tracking import STALE_AFTER
     from bench.table import render
 
@@ -207,9 +211,9 @@ def _cmd_run(args) -> int:
         raise UsageError(f"format in the sweep file must be text, markdown or latex, got {table_format!r}")
     if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)):
         raise UsageError(f"stale_after in the sweep file must be a number of seconds, got {stale_after!r}")
+    threads = parse_threads(args.threads) if args.threads is not None else file.get("threads")
     quiet = args.verbosity < 0
-    result = run_sweep(spec, tracking_uri=args.tracking_uri,
-                       stale_after=STALE_AFTER if args.stale_after is None else args.stale_after,
+    result = run_sweep(spec, tracking_uri=tracking_uri, stale_after=stale_after, threads=threads,
                        progress=(lambda message: None) if quiet else None)
     frame = _results_frame(result)
     metric = result.table_metric

@@ -27,6 +27,7 @@ import numpy as np
 
 from bench import evaluation, models, record, spool
 from bench.environment import environment
+from bench.threads import check_threads, set_threads
 from bench.errors import UsageError
 from bench.interrupts import critical, interrupts_deferred, shielded
 from bench.measure import peak_rss_mb, reset_peak_rss, timer
@@ -320,14 +321,23 @@ class _SweepRecord:
                 pass
 
 
+def _made_by(features_info: dict[str, Any]) -> str:
+    """", made by onnxruntime" when a frozen network made the features (which runtime ran it)."""
+    runtime = features_info.get("runtime")
+    return f", made by {runtime}" if runtime else ""
+
+
 def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
-              progress: Callable[[str], None] | None = None, stale_after: float = STALE_AFTER) -> SweepResult:
+              progress: Callable[[str], None] | None = None, stale_after: float = STALE_AFTER,
+              threads: int | None = None) -> SweepResult:
     """Validate ``spec``, open the store, prepare the data once, then claim, train, evaluate and record
     every (method, bits, seed).
 
     A finished run with the same identity is reused unless ``spec.force``; a configuration that another
     live sweep has claimed is skipped (status ELSEWHERE); a claim without a heartbeat for
-    ``stale_after`` seconds is closed as KILLED and taken over. When the store fails mid-sweep, the
+    ``stale_after`` seconds is closed as KILLED and taken over. ``threads`` (None: the machine's cores) is
+    applied to every library that computes (`bench.threads`) before anything runs, and recorded as
+    ``env.threads``. When the store fails mid-sweep, the
     remaining results go to the spool (`SweepResult.spooled`).
 
     Raises the user errors of `validate`, `Tracker.open` and `prepare` before anything is recorded;
@@ -335,16 +345,18 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
     """
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     with interrupts_deferred():  # from the start: an interrupt lost in a finaliser is delivered again
-        return _run_sweep(spec, tracking_uri, say, stale_after)
+        return _run_sweep(spec, tracking_uri, say, stale_after, threads)
 
 
 def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], None],
-               stale_after: float) -> SweepResult:
+               stale_after: float, threads: int | None) -> SweepResult:
     if not stale_after > 0:
         raise UsageError(f"the staleness limit must be > 0 seconds, got {stale_after!r}")
+    threads = check_threads(threads)
     plan = validate(spec)
     tracker = Tracker(tracking_uri).check()  # reachable and writable, nothing created yet
-    say(f"loading {spec.dataset} and computing features ...")
+    set_threads(threads)
+    say(f"loading {spec.dataset} and computing features ({threads} thread{'s' if threads > 1 else ''}) ...")
     with timer() as prep_t:
         prep = prepare(spec.dataset, protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
                        side_inputs=plan.side_inputs, fit_only_side=plan.fit_only_side_inputs,
@@ -354,13 +366,13 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
     sizes = prep.sizes()
     say(f"{spec.dataset}/{prep.protocol.name}: {sizes['n_query']} queries, {sizes['n_database']} database, "
         f"{sizes['n_train']} training items, features {prep.features_info.get('name')} "
-        f"({prep.features['train'].shape[1]}-d), ready in {prep_t():.1f} s")
+        f"({prep.features['train'].shape[1]}-d{_made_by(prep.features_info)}), ready in {prep_t():.1f} s")
     overlap = {k: v for k, v in prep.split.overlap.items() if v}
     if overlap:
         say(f"warning: query overlap {overlap} (recorded as data.overlap.*)")
 
     tracker.open()  # the data are good: a new store is created now
-    env = environment()
+    env = {**environment(), "threads": str(threads)}
     experiment = f"{spec.dataset}/{prep.protocol.name}"
     topk = prep.protocol.topk
     code = {name: record.code_fingerprint(cls.__module__) for name, cls in plan.classes.items()}

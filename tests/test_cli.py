@@ -50,6 +50,23 @@ def test_run_records_nested_runs_with_metrics(tracking_uri, capsys):
     assert {"pr_curve.csv", "run_config.json"} <= artifacts
 
 
+def test_threads_apply_to_the_sweep_and_are_recorded_but_are_not_identity(tracking_uri, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    args = ["run", "--methods", "itq", "--dataset", "digits", "--features", "pixels", "--bits", "16",
+            "--tracking-uri", tracking_uri]
+    try:
+        assert main(args + ["--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2 and "(2 threads)" in capsys.readouterr().err
+        runs = _finished_runs(tracking_uri)
+        assert Tracker(tracking_uri).client.get_run(runs["run_id"][0]).data.params["env.threads"] == "2"
+        assert main(args + ["--threads", "1"]) == 0  # how many threads computed it is not what was computed
+        assert torch.get_num_threads() == 1 and "reused" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_identical_run_is_skipped_unless_forced(tracking_uri, capsys):
     args = ["run", "--methods", "lsh", "--dataset", "digits", "--features", "pixels", "--bits", "16", "--tracking-uri", tracking_uri]
     assert main(args) == 0
@@ -77,6 +94,8 @@ def test_identical_run_is_skipped_unless_forced(tracking_uri, capsys):
     (["--methods", "itq", "--side-option", "tags.k=3"], "which no chosen method uses"),
     (["--methods", "itq", "--side-option", "tags=3"], "--side-option expects INPUT.NAME=VALUE"),
     (["--methods", "itq", "--feature-option", "input_size"], "--feature-option expects NAME=VALUE"),
+    (["--methods", "itq", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
+    (["--methods", "itq", "--threads", "two"], "--threads must be an integer >= 1, got 'two'"),
 ])
 def test_user_errors_exit_2_with_one_line(tracking_uri, capsys, args, expected):
     status = main(["run", "--dataset", "digits", "--features", "pixels", "--tracking-uri", tracking_uri] + args

