@@ -456,6 +456,7 @@ def anchored_rows(
     else:
         f = u
     s_anchor = torch.exp(-squared_distances(f, state.F) / (2.0 * state.sigma2))
+    s_anchor = s_anchor.masked_fill(s_anchor < NEGLIGIBLE_KERNEL, 0.0)  # as `semantic_graph`: no subnormals
     s_self = torch.ones((f.shape[0], 1), dtype=f.dtype, device=f.device)
     if tag_graph_weight and p is not None:
         s_anchor = s_anchor + tag_graph_weight * F.relu(p @ state.P.T)

@@ -149,12 +149,29 @@ def test_fitted_parameter_counts(data):
         LAGNHNoAtt: formula(d, T, 16, e, h, tags=False),
         LAGNHNoAux: formula(d, T, 16, e, h, tags=False, classifier=False),
     }
-    for cls, count in expected.items():
+    for cls, trained in expected.items():
         model = cls(16, epochs=1, n_anchors=20, **SMALL).fit(X[:100], tags=P[:100])
-        assert model.n_parameters() == count, cls.name
         info = model.run_info()
-        assert info["discriminator_parameters"] == (0 if cls is LAGNHNoAdv else 16 * 64 + 64 + 64 * 32 + 32 + 33)
-        assert info["anchor_values"] == 20 * d + (0 if cls is LAGNHNoAux else 20 * T)
+        classifier = 0 if cls is LAGNHNoAux else 16 * T + T
+        anchors = 20 * d + (0 if cls is LAGNHNoAux else 20 * T)
+        disc = 0 if cls is LAGNHNoAdv else 16 * 64 + 64 + 64 * 32 + 32 + 33
+        assert info["discriminator_parameters"] == disc and info["classifier_parameters"] == classifier
+        assert info["anchor_values"] == anchors and info["trained_parameters"] == trained + disc
+        # what encoding needs: the encoder without its training-only classifier, and the stored anchors
+        assert model.n_parameters() == trained - classifier + anchors, cls.name
+        model.set_params(encode_mode="transductive")  # propagates within the encoded set: no anchors
+        assert model.n_parameters() == trained - classifier and model.run_info()["anchor_values"] == 0
+
+
+def test_parameter_count_at_the_cifar10_settings():
+    """The dossier's CIFAR-10 case: d = 1280, T = 1000, 64 bits, 255 anchors stored for encoding."""
+    encoder = (1280 * 512 + 512) + (1000 * 512 + 512) + 512 * 1024 + 1024 * 64
+    assert encoder + 255 * (1280 + 1000) == 2_339_608 and 255 * (1280 + 1000) == 581_400
+    rng = np.random.default_rng(0)
+    X = rng.random((256, 1280), dtype=np.float32)
+    P = (rng.random((256, 1000)) < 0.01).astype(np.float32)
+    model = LAGNH(64, epochs=1, seed=0).fit(X, tags=P)
+    assert model.resolved_params()["n_anchors"] == 255 and model.n_parameters() == 2_339_608
 
 
 def test_dense_gcn_conv_computes_row_normalised_propagation():

@@ -77,3 +77,22 @@ def test_bad_sweep_files_are_one_line_and_exit_2(tmp_path, tracking_uri, capsys,
 def test_a_missing_sweep_file_is_one_line(tmp_path, capsys):
     assert main(["run", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot read the sweep file" in capsys.readouterr().err
+
+
+def test_the_files_run_keys_reach_the_sweep(tmp_path, tracking_uri, capsys):
+    """tracking_uri, stale_after and threads given in the file are used (flags still win)."""
+    import torch
+
+    before = torch.get_num_threads()
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"methods: [lsh]\ndataset: digits\nfeatures: pixels\nbits: [8]\n"
+                    f"tracking_uri: {tracking_uri}\nstale_after: 60\nthreads: 1\n")
+    try:
+        assert main(["run", "--config", str(path)]) == 0
+        runs = _runs(tracking_uri)
+        assert len(runs) == 1 and runs[0].data.params["env.threads"] == "1"
+        path.write_text(path.read_text().replace("threads: 1", "threads: 0"))
+        assert main(["run", "--config", str(path)]) == 2
+        assert "--threads must be an integer >= 1, got 0" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
