@@ -36,6 +36,9 @@ EXAMPLES = {
     "compare": """examples:
   {prog} compare lagnh itq --experiment cifar10/cifar10 --bits 16
   {prog} compare itq#6b88fe itq#1c2d3e --experiment digits/digits --bits 32""",
+    "search": """examples:
+  {prog} search --run 0123abcd... --query queries.npy --k 10          # ids and Hamming distances
+  {prog} search --run 0123abcd... --query q.npy --side tags=q_tags.npy   # a method that reads tags""",
     "sync": """examples:
   {prog} sync --tracking-uri http://127.0.0.1:5000   # after a sweep said its results are in the spool""",
 }
@@ -100,6 +103,9 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                      help="evaluate even when queries are also database or training items (refused by default)")
     run.add_argument("--force", action="store_true", default=None,
                      help="redo runs that already finished with the same settings")
+    run.add_argument("--no-save-models", action="store_false", default=None, dest="save_models",
+                     help="do not keep each run's fitted hasher (MLflow pyfunc model) and database codes "
+                          "(faiss index), which the search command answers from")
     run.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
                      help="a claimed run without a heartbeat for this long belongs to a dead sweep and is "
                           "taken over (default 300)")
@@ -109,6 +115,16 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     run.add_argument("--metric", help="metric of the printed table (default: mAP@K of the protocol)")
     run.add_argument("--format", choices=("text", "markdown", "latex"),
                      help="table format on stdout (default text)")
+
+    search = command("search", "answer queries from a run's stored model and database index: the nearest "
+                               "database ids and their Hamming distances")
+    search.add_argument("--run", required=True, metavar="RUN_ID", help="the run whose model and index answer")
+    search.add_argument("--query", required=True, metavar="FEATURES.npy",
+                        help="query features, (n, d) or one (d,) row, in the run's feature space")
+    search.add_argument("--side", action="append", metavar="NAME=FILE.npy",
+                        help="a side input the method's encoding needs, e.g. --side tags=TAGS.npy (repeatable)")
+    search.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
+    search.add_argument("--tracking-uri", help=URI_HELP)
 
     sync = command("sync", "upload the results a sweep kept in the local spool when the store failed")
     sync.add_argument("--tracking-uri", help=URI_HELP)
@@ -228,6 +244,7 @@ def _cmd_run(args) -> int:
         "feature_options": parse_data_options(args.feature_option, "--feature-option") or None,
         "side_options": parse_side_options(args.side_option) or None, "params": parse_overrides(args.param) or None,
         "force": args.force, "metric": args.metric, "allow_query_overlap": args.allow_query_overlap,
+        "save_models": args.save_models,
     })
     tracking_uri = args.tracking_uri or file.get("tracking_uri")
     stale_after = args.stale_after if args.stale_after is not None else file.get("stale_after", STALE_AFTER)
@@ -273,6 +290,17 @@ def _cmd_run(args) -> int:
               file=sys.stderr)
         status = 1
     return status
+
+
+def _cmd_search(args) -> int:
+    from bench.search import format_answer, load_array, parse_sides, search_run
+    from bench.tracking import Tracker
+
+    sides = {name: load_array(path, f"--side {name}") for name, path in parse_sides(args.side).items()}
+    queries = load_array(args.query, "--query")
+    answer = search_run(Tracker(args.tracking_uri).open(create=False), args.run, queries, sides, args.k)
+    print(format_answer(answer))
+    return 0
 
 
 def _cmd_sync(args) -> int:
@@ -446,7 +474,7 @@ def _cmd_plot(args) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "plot": _cmd_plot, "sync": _cmd_sync,
-            "compare": _cmd_compare}
+            "compare": _cmd_compare, "search": _cmd_search}
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:

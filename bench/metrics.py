@@ -45,6 +45,9 @@ _FIXED = {
     "encode_database_seconds": Metric("encode_database_seconds", "database encoding time (s)", False, 2, "measure"),
     "encode_query_seconds": Metric("encode_query_seconds", "query encoding time (s)", False, 2, "measure"),
     "n_parameters": Metric("n_parameters", "parameters", False, 0, "measure"),
+    # Saving the fitted hasher (pyfunc model) and the database codes (faiss index) to local files; only
+    # in runs that keep them (not with --no-save-models).
+    "save_seconds": Metric("save_seconds", "saving time (s)", False, 2, "measure"),
     # Peak resident memory during fit and encode, when the kernel's peak counter could be reset first.
     "peak_rss_mb": Metric("peak_rss_mb", "peak memory (MB)", False, 1, "measure"),
     # Where it could not be reset: the process's peak since it started, a different (larger) quantity.

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from bench import evaluation, record, spool
+from bench import evaluation, models, record, spool
 from bench.environment import environment
 from bench.threads import check_threads, set_threads
 from bench.errors import UsageError
@@ -458,7 +460,7 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                         f"{tag}: running elsewhere (run {claim.run.info.run_id[:8]} of another sweep); skipped")
                     continue
                 result = _run_one_recorded(rec, claim.run_id, experiment, parent_id, planned, prep, identity,
-                                           env, code[planned.method][1])
+                                           env, code[planned.method][1], spec.save_models)
                 result.label, result.split_seed = planned.label, prep.protocol.seed
                 results.append(result)
                 if result.status == "FAILED":
@@ -485,8 +487,9 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
 
 def _run_one_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id: str | None,
                       planned: PlannedRun, prep: Prepared, identity: record.RunIdentity, env: dict[str, Any],
-                      code_modules: dict[str, str]) -> RunResult:
-    """Record the configuration, train, score, record the results: one FINISHED or FAILED run."""
+                      code_modules: dict[str, str], save_models: bool = True) -> RunResult:
+    """Record the configuration, train, score, record the results (and, with ``save_models``, the fitted
+    hasher and the database codes: `keep_model_and_codes`): one FINISHED or FAILED run."""
     layout = _configuration_layout(planned, prep, identity, env)
     bundle = RunBundle(experiment=experiment, name=f"{planned.method}-{planned.n_bits}b-s{planned.seed}",
                        tags=identity.tags(), parent_id=parent_id)
@@ -524,13 +527,30 @@ def _run_one_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id
         history_keys = layout.history_keys(history)
     except record.RecordError as exc:
         return failed("record", f"cannot record {planned.method}'s values: {exc}")
-    bundle.add_layout(layout)
-    bundle.history = {history_keys[name]: [float(v) for v in values] for name, values in history.items()}
-    bundle.texts.update(score_texts)
-    bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout,
-                                                  trained.hasher)
-    if run_id:
-        rec.done[run_id].discard("a:run_config.json")  # rewritten with what fitting resolved
-    bundle.status = "FINISHED"
-    rec.write(run_id, bundle)
+    with tempfile.TemporaryDirectory(prefix="hashbench-run-") as scratch:
+        if save_models:
+            try:
+                with timer() as save_t:
+                    bundle.files = keep_model_and_codes(trained, prep, Path(scratch))
+            except Exception as exc:  # noqa: BLE001 -- a hasher that cannot be saved breaks the contract
+                return failed("method", f"cannot save the fitted {planned.method}: {type(exc).__name__}: {exc}")
+            layout.add_metric("", "save_seconds", save_t())
+        bundle.add_layout(layout)
+        bundle.history = {history_keys[name]: [float(v) for v in values] for name, values in history.items()}
+        bundle.texts.update(score_texts)
+        bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout,
+                                                      trained.hasher)
+        if run_id:
+            rec.done[run_id].discard("a:run_config.json")  # rewritten with what fitting resolved
+        bundle.status = "FINISHED"
+        rec.write(run_id, bundle)  # logs the files, or copies them into the spool, before they go
     return RunResult(planned.method, planned.n_bits, planned.seed, "FINISHED", dict(layout.metrics), run_id=run_id)
+
+
+def keep_model_and_codes(trained: Trained, prep: Prepared, folder: Path) -> dict[str, str]:
+    """Save the fitted hasher as a pyfunc model and the database codes as a faiss binary index with the
+    database ids (`bench.models`) under ``folder``; returns the bundle's ``files`` (artifact path ->
+    local folder)."""
+    model = models.save_model(trained.hasher, folder)
+    index = models.save_index(trained.database_codes, prep.split.database, trained.hasher.n_bits, folder)
+    return {models.MODEL_DIR: str(model), models.INDEX_DIR: str(index)}

@@ -10,7 +10,9 @@ Entries:
 
 * ``{"kind": "run", "id", "uri", "claim_id", "bundle"}``: a finished (or failed) run; ``claim_id`` is
   the RUNNING run the sweep had claimed for it in the store (None when the store was unreachable
-  before the claim).
+  before the claim). The bundle's binary artifacts (``files``: the saved model, the faiss index) are
+  copied into ``files/<id>/<artifact path>`` of the spool first and named relative to the spool, so
+  the entry is complete on disk before its JSON appears.
 * ``{"kind": "close", "id", "uri", "run_id", "status", "metrics", "texts"}``: a run (a sweep, a claim)
   to close, with what to log first.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -60,12 +63,27 @@ def _write_atomic(path: Path, obj: dict[str, Any]) -> None:
         raise
 
 
+FILES = "files"
+
+
 def save_run(uri: str, bundle: RunBundle, claim_id: str | None) -> Path:
-    """Keep a run that could not be written; returns the entry's file."""
+    """Keep a run that could not be written, with copies of its binary artifacts; returns the entry's file."""
     entry_id = uuid.uuid4().hex
-    path = spool_dir(uri) / f"{entry_id}.json"
-    _write_atomic(path, {"kind": "run", "id": entry_id, "uri": uri, "claim_id": claim_id,
-                         "bundle": bundle.as_dict()})
+    folder = spool_dir(uri)
+    data = bundle.as_dict()
+    if bundle.files:
+        kept = {}
+        for artifact, local in bundle.files.items():
+            target = folder / FILES / entry_id / artifact
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if Path(local).is_dir():
+                shutil.copytree(local, target, dirs_exist_ok=True)
+            else:
+                shutil.copy2(local, target)
+            kept[artifact] = str(target.relative_to(folder))
+        data["files"] = kept
+    path = folder / f"{entry_id}.json"
+    _write_atomic(path, {"kind": "run", "id": entry_id, "uri": uri, "claim_id": claim_id, "bundle": data})
     return path
 
 
@@ -128,6 +146,10 @@ def sync(uri: str, say: Callable[[str], None] = lambda m: None) -> SyncReport:
             break
         done = path.parent / "done" / path.name
         done.parent.mkdir(exist_ok=True)
+        files = path.parent / FILES / entry["id"]
+        if files.is_dir():  # uploaded: the copies of the binary artifacts go with their entry
+            (done.parent / FILES).mkdir(exist_ok=True)
+            os.replace(files, done.parent / FILES / entry["id"])
         os.replace(path, done)
     return report
 
@@ -147,6 +169,8 @@ def _run_state(tracker: Tracker, run_id: str | None):
 
 def _upload_run(tracker: Tracker, entry: dict) -> bool:
     bundle = RunBundle.from_dict(entry["bundle"])
+    folder = spool_dir(entry["uri"])
+    bundle.files = {artifact: str(folder / local) for artifact, local in bundle.files.items()}
     exp_id = tracker.experiment_id(bundle.experiment)
     already = []
     for run in tracker.client.search_runs([exp_id], f"tags.`{TAG_SPOOL_ID}` = '{entry['id']}'"):

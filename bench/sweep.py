@@ -52,6 +52,8 @@ class SweepSpec:
     grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     # seeds of the protocol's split (None: the protocol's own seed); each draws another split
     split_seeds: tuple[int, ...] | None = None
+    # keep each run's fitted hasher (MLflow pyfunc model) and database codes (faiss index); not identity
+    save_models: bool = True
 
     def __post_init__(self):
         if not self.methods:
@@ -107,10 +109,12 @@ class SweepSpec:
         return asdict(self)
 
     def digest(self) -> str:
-        spec = self.as_dict()
-        if spec["split_seeds"] is None:  # sweeps without split seeds keep the digest they had before
-            del spec["split_seeds"]
-        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+        data = self.as_dict()
+        if data["split_seeds"] is None:  # sweeps without split seeds keep the digest they had before
+            del data["split_seeds"]
+        if data["save_models"]:  # the default leaves the digest of sweeps from before the field unchanged
+            del data["save_models"]
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -272,10 +276,10 @@ def _dotted(items: list[str] | None, flag: str, form: str) -> dict[str, dict[str
 # Keys of a sweep file (``python -m bench run --config sweep.yaml``): the same as the flags of ``run``.
 SWEEP_KEYS = ("methods", "dataset", "bits", "seeds", "protocol", "features", "data_root", "allow_pickle",
               "data_options", "feature_options", "side_options", "params", "grid", "force", "metric",
-              "allow_query_overlap", "split_seeds")
+              "allow_query_overlap", "split_seeds", "save_models")
 # Keys that say how to run a sweep, not what it is: accepted in a file, never part of the logged sweep.
 RUN_KEYS = ("tracking_uri", "stale_after", "format", "threads")
-_DEFAULTS = {"dataset": "fashion-mnist", "bits": (16, 32, 64, 128), "seeds": (0,)}
+_DEFAULTS = {"dataset": "fashion-mnist", "bits": (16, 32, 64, 128), "seeds": (0,), "save_models": True}
 
 
 def read_sweep_file(path: str) -> dict[str, Any]:
@@ -355,7 +359,14 @@ def build_spec(file: dict[str, Any] | None = None, flags: dict[str, Any] | None 
         feature_options=merged("feature_options", 1), table_metric=pick("metric"),
         allow_query_overlap=bool(pick("allow_query_overlap")), grid=_mapping(file.get("grid"), "grid", 2),
         split_seeds=None if pick("split_seeds") is None else _as_ints(pick("split_seeds"), "split_seeds"),
+        save_models=_as_bool(pick("save_models"), "save_models"),
     )
+
+
+def _as_bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{what} must be true or false, got {value!r}")
+    return bool(value)
 
 
 def sweep_file_of(spec: SweepSpec) -> dict[str, Any]:
@@ -367,5 +378,6 @@ def sweep_file_of(spec: SweepSpec) -> dict[str, Any]:
            "feature_options": spec.feature_options or None, "side_options": spec.side_options or None,
            "params": spec.overrides or None, "grid": spec.grid or None, "metric": spec.table_metric,
            "allow_query_overlap": spec.allow_query_overlap or None,
-           "split_seeds": None if spec.split_seeds is None else list(spec.split_seeds)}
+           "split_seeds": None if spec.split_seeds is None else list(spec.split_seeds),
+           "save_models": None if spec.save_models else False}
     return {k: v for k, v in out.items() if v is not None}

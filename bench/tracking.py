@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import tempfile
 import threading
 import time
@@ -286,6 +287,22 @@ class Tracker:
             path.write_text(text)
             self.client.log_artifact(run_id, str(path), artifact_path=folder)
 
+    def log_file(self, run_id: str, path: str, local: str) -> None:
+        """Log the local file or folder ``local`` as the run's artifact ``path`` (a folder's content goes
+        under ``path``; a file is logged under its own name inside ``path``'s folder, renamed when needed)."""
+        source = Path(local)
+        if source.is_dir():
+            self.client.log_artifacts(run_id, str(source), artifact_path=path)
+            return
+        folder, _, filename = path.rpartition("/")
+        if source.name == filename:
+            self.client.log_artifact(run_id, str(source), artifact_path=folder or None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            renamed = Path(tmp) / filename
+            shutil.copy2(source, renamed)
+            self.client.log_artifact(run_id, str(renamed), artifact_path=folder or None)
+
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -321,6 +338,10 @@ class Tracker:
                 folder, _, filename = path.rpartition("/")
                 self.log_text(run_id, filename, text, folder=folder or None)
                 done.add(f"a:{path}")
+        for path, local in bundle.files.items():
+            if f"f:{path}" not in done:
+                self.log_file(run_id, path, local)
+                done.add(f"f:{path}")
         if bundle.status != "RUNNING":
             self.finish(run_id, bundle.status)
 
@@ -470,7 +491,9 @@ class RunBundle:
     """Everything a run records, as plain data: what `Tracker.write` logs and the spool keeps on disk.
 
     ``history`` maps MLflow keys (``train.<name>``) to per-epoch values; ``texts`` maps artifact paths
-    (``run_config.json``, ``params/<key>.txt``) to their text; ``status`` is FINISHED, FAILED or KILLED.
+    (``run_config.json``, ``params/<key>.txt``) to their text; ``files`` maps artifact paths (``model``,
+    ``index``) to local files or folders holding binary artifacts (the saved model, the faiss index),
+    which the spool copies and keeps until they are uploaded; ``status`` is FINISHED, FAILED or KILLED.
     """
 
     experiment: str
@@ -480,6 +503,7 @@ class RunBundle:
     metrics: dict[str, float] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
     status: str = "RUNNING"
     parent_id: str | None = None
 

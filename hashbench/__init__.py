@@ -20,13 +20,15 @@ if not _os.path.isdir(_os.path.join(_here, "methods")):  # a checkout, not an in
 def run_sweep(methods, *, dataset: str = "fashion-mnist", bits=(16, 32, 64, 128), seeds=(0,), protocol=None,
               features=None, params=None, grid=None, data_root=None, data_options=None, feature_options=None,
               side_options=None, metric=None, force: bool = False, allow_query_overlap: bool = False,
-              tracking_uri: str | None = None, threads: int | None = None, quiet: bool = False):
+              save_models: bool = True, tracking_uri: str | None = None, threads: int | None = None,
+              quiet: bool = False):
     """Train, evaluate and record a sweep, as ``python -m bench run`` does; returns a
     `bench.runner.SweepResult` whose `.frame()` is a pandas DataFrame with a row per run.
 
     ``methods``: names (``["lagnh", "itq"]`` or ``"lagnh,itq"``); ``bits``: code lengths (1..1024);
     ``seeds``: integers >= 0; ``params``: hyper-parameters per method (``{"lagnh": {"epochs": 20}}``);
     ``grid``: per-method lists, every combination a configuration (``{"itq": {"n_iter": [10, 50]}}``);
+    ``save_models``: keep each run's fitted hasher and database codes (``--no-save-models`` is False);
     ``threads``: one thread count for every library (default: the machine's cores), recorded as
     ``env.threads``; the other keywords as the flags of ``run``. Runs go to ``tracking_uri`` (default
     ``$MLFLOW_TRACKING_URI`` or ``./mlflow.db``); an identical finished run is reused unless ``force``.
@@ -43,7 +45,8 @@ def run_sweep(methods, *, dataset: str = "fashion-mnist", bits=(16, 32, 64, 128)
         "seeds": tuple(seeds) if not isinstance(seeds, int) else (seeds,), "protocol": protocol,
         "features": features, "params": params, "data_root": data_root, "data_options": data_options,
         "feature_options": feature_options, "side_options": side_options, "metric": metric, "force": force,
-        "allow_query_overlap": allow_query_overlap}, file={"grid": grid} if grid else None)
+        "allow_query_overlap": allow_query_overlap, "save_models": save_models},
+        file={"grid": grid} if grid else None)
     return _run(spec, tracking_uri=tracking_uri, threads=threads, progress=(lambda message: None) if quiet else None)
 
 
@@ -71,6 +74,17 @@ def evaluate(query_codes, database_codes, query_labels, database_labels, *, topk
     from bench.evaluation import evaluate as _evaluate
 
     return _evaluate(query_codes, database_codes, query_labels, database_labels, topk=topk)
+
+
+def retrieval_scorer(topk: int = 100, metric: str | None = None):
+    """A scorer for scikit-learn's ``GridSearchCV(..., scoring=hashbench.retrieval_scorer(topk=100))``: within
+    each fold every row queries the fold's other rows, ``y`` (class ids or multi-hot rows) gives relevance
+    only, and the score is the engine's ``metric`` (default ``map_at_{topk}``). See `bench.scoring`.
+
+    Raises ``ValueError`` for a ``topk`` that is not a positive int or an unknown ``metric``."""
+    from bench.scoring import retrieval_scorer as _scorer
+
+    return _scorer(topk, metric)
 
 
 def get_method(name: str):
@@ -101,4 +115,4 @@ def get_dataset(name: str, *, data_root: str | None = None, **options):
     return load_dataset(name, data_root=data_root, **options)
 
 
-__all__ = ["evaluate", "get_dataset", "get_method", "list_methods", "load_runs", "run_sweep"]
+__all__ = ["evaluate", "get_dataset", "get_method", "list_methods", "load_runs", "retrieval_scorer", "run_sweep"]

@@ -23,7 +23,7 @@ def check_pca_bits(method: str, n_bits: int, n_features: int) -> None:
     if n_bits > n_features:
         raise InputError(
             f"{method} takes one principal direction per bit, so n_bits={n_bits} needs at least {n_bits} "
-            f"feature dimensions; X has {n_features}. Use n_bits <= {n_features}, or lsh / sh which accept any n_bits"
+            f"feature dimensions; X has {n_features} feature(s). Use n_bits <= {n_features}, or lsh / sh which accept any n_bits"
         )
 
 

@@ -7,19 +7,27 @@ Contract (scikit-learn's estimator rules, faiss's code layout):
   a constraint in ``_parameter_constraints`` (scikit-learn's format, see `methods.constraints`).
 * ``validate_params()`` checks the hyper-parameter values without data (declared constraints, then
   the method's cross-parameter rules) and raises `InputError`; ``fit`` calls it before any work.
-* ``fit(X, **side) -> self`` learns from the training features ``X`` (float, shape ``(n, d)``) and
-  the side inputs the method declares (``tags=``, ``views=`` ...). Learned state lives in attributes
-  whose names end in ``_``; their presence is what "fitted" means.
+* ``fit(X, y=None, **side) -> self`` learns from the training features ``X`` (float, shape ``(n, d)``)
+  and the side inputs the method declares (``tags=``, ``views=`` ...); ``y`` is ignored (hashing is
+  unsupervised; the argument exists so that scikit-learn's `Pipeline` and `GridSearchCV` can pass it).
+  Learned state lives in attributes whose names end in ``_``; their presence is what "fitted" means.
 * ``project(X, **side) -> z`` returns real-valued outputs of shape ``(n, n_bits)``; the bit is
   ``z >= 0``. Methods implement ``_project``; thresholds other than zero are folded into ``z``.
 * ``encode(X, **side)`` packs ``z >= 0`` into ``uint8`` of shape ``(n, ceil(n_bits / 8))``, bit ``j``
   of a row in byte ``j // 8`` at position ``j % 8`` (little bit order), padding bits zero.
+* ``transform(X, **side)`` is ``encode``: scikit-learn's name, so a hasher is the last step of a
+  `Pipeline` (``Pipeline([("scale", StandardScaler()), ("itq", ITQ(64))])``).
 * ``n_parameters()`` counts what must be stored to encode (projections, rotations, weights).
 * ``resolved_params()`` gives the hyper-parameter values a fit actually used where the method derives
   them (LAGNH's schedule preset, a device chosen by ``"auto"``); ``run_info()`` gives facts about the
   fitted model that are not hyper-parameter values.
 
 A method never evaluates itself: the harness times it and scores its codes.
+
+A `Hasher` is a scikit-learn estimator: it inherits `sklearn.base.BaseEstimator` (``get_params(deep=True)``,
+``set_params``, ``clone``, the HTML repr) and `TransformerMixin`, and states its tags in
+``__sklearn_tags__`` (packed ``uint8`` output, no NaN, fit required). Saving a fitted hasher without
+pickling it: `save_hasher` / `load_hasher` in `methods.persist`.
 """
 from __future__ import annotations
 
@@ -28,6 +36,8 @@ import logging
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
 from hashbench.methods.constraints import (
     Integral,
@@ -50,12 +60,18 @@ def log_epoch(method: str, epoch: int, history: dict[str, list[float]]) -> None:
         _log.info("%s epoch %d: %s", method, epoch, values)
 
 
-class NotFittedError(RuntimeError):
-    """`encode` (or `n_parameters`) was called before `fit`."""
+class NotFittedError(_SklearnNotFittedError, RuntimeError):
+    """`encode` (or `n_parameters`) was called before `fit`. Also scikit-learn's `NotFittedError` (a
+    ValueError and an AttributeError), so sklearn's tools recognise it."""
 
 
 class InputError(ValueError):
     """Inputs a user can get wrong: shapes, dtypes, non-finite values, missing side inputs."""
+
+
+class _InputTypeError(InputError, TypeError):
+    """An `InputError` whose cause was a `TypeError` (values of the wrong type: scikit-learn's checks
+    expect a TypeError there)."""
 
 
 def _one_line_repr(value: Any, limit: int = 80) -> str:
@@ -77,26 +93,39 @@ def unpack_bits(codes: np.ndarray, n_bits: int) -> np.ndarray:
     return np.unpackbits(codes, axis=1, count=n_bits, bitorder="little")
 
 
-def check_features(X: Any, *, name: str = "X", n_features: int | None = None) -> np.ndarray:
-    """Validate a feature matrix and return it as C-contiguous float32 (float64 stays float64)."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise InputError(f"{name} must be a 2-D array (n_samples, n_features), got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise InputError(f"{name} has no rows")
-    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
-        raise InputError(f"{name} must be real-valued, got dtype {X.dtype}")
+def check_features(X: Any, *, name: str = "X", n_features: int | None = None, owner: str = "the hasher") -> np.ndarray:
+    """Validate a feature matrix and return it as C-contiguous float32 (float64 stays float64).
+
+    The structural checks are scikit-learn's ``check_array`` (dense, 2-D, at least one row and one
+    column, real numbers; object arrays of numbers are converted), their messages cut to one line; then
+    NaN and infinite values are counted, and the feature count is compared with ``n_features`` (the
+    count at fit) in scikit-learn's words.
+
+    Raises:
+        InputError: sparse, not 2-D, empty, complex or non-numeric input; NaN or infinite values; another
+            feature count than ``n_features``.
+    """
+    from sklearn.utils import check_array
+
+    try:
+        X = check_array(X, accept_sparse=False, dtype="numeric", ensure_all_finite=False, input_name=name)
+    except (TypeError, ValueError) as exc:
+        text = str(exc)
+        line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        if "Reshape your data" in text:  # sklearn's advice sits on a later line, after the whole array
+            line += " Reshape your data: array.reshape(-1, 1) for a single feature, array.reshape(1, -1) for a single sample."
+        raise (_InputTypeError if isinstance(exc, TypeError) else InputError)(line) from None
     if X.dtype != np.float64:
         X = X.astype(np.float32, copy=False)
     bad = int(np.size(X) - np.count_nonzero(np.isfinite(X)))
     if bad:
         raise InputError(f"{name} has {bad} NaN or infinite values")
     if n_features is not None and X.shape[1] != n_features:
-        raise InputError(f"{name} has {X.shape[1]} features, the method was fitted on {n_features}")
+        raise InputError(f"{name} has {X.shape[1]} features, but {owner} is expecting {n_features} features as input")
     return np.ascontiguousarray(X)
 
 
-class Hasher:
+class Hasher(TransformerMixin, BaseEstimator):
     """Base class of all hashing methods (see the module docstring for the contract).
 
     Class-level metadata, read by the registry and the runner without fitting anything:
@@ -176,28 +205,34 @@ class Hasher:
     # ----------------------------------------------------------------- parameters
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        ]
+        """The hyper-parameter names: those of ``__init__`` (scikit-learn's rule)."""
+        return list(cls._get_param_names())
 
-    def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters by name, as given to ``__init__`` (run names and MLflow read these)."""
-        return {name: getattr(self, name) for name in self._param_names()}
+    # get_params(deep=True) is BaseEstimator's: the hyper-parameters as given to __init__ (run identities
+    # and MLflow's hp.* read them); no hasher nests an estimator, so deep and shallow agree.
 
     def set_params(self, **params: Any) -> "Hasher":
-        valid = set(self.get_params())
-        for key, value in params.items():
-            if key not in valid:
-                raise InputError(f"{type(self).__name__} has no parameter {key!r}; valid: {sorted(valid)}")
-            setattr(self, key, value)
-        return self
+        """Set hyper-parameters by name (scikit-learn's `BaseEstimator.set_params`, nested ``a__b`` keys
+        included); returns ``self``.
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+        Raises:
+            InputError: a name that is not a hyper-parameter (one line listing the valid ones).
+        """
+        valid = self.get_params(deep=True)
+        for key in params:
+            if key.partition("__")[0] not in valid:
+                raise InputError(f"{type(self).__name__} has no parameter {key!r}; valid: {sorted(valid)}")
+        return super().set_params(**params)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        # codes are packed uint8 whatever the input's dtype
+        tags.transformer_tags.preserves_dtype = []
+        tags.target_tags.required = False
+        return tags
 
     def validate_params(self) -> None:
         """Check the hyper-parameter values, without data and without importing torch.
@@ -245,6 +280,9 @@ class Hasher:
     def is_fitted(self) -> bool:
         return bool(self._fitted_attributes())
 
+    def __sklearn_is_fitted__(self) -> bool:  # what sklearn.utils.validation.check_is_fitted asks
+        return self.is_fitted()
+
     def _check_fitted(self) -> None:
         if not self.is_fitted():
             raise NotFittedError(
@@ -268,8 +306,9 @@ class Hasher:
         return checked
 
     # ----------------------------------------------------------------- public API
-    def fit(self, X: Any, **side: Any) -> "Hasher":
+    def fit(self, X: Any, y: Any = None, **side: Any) -> "Hasher":
         """Learn the hash function from training features ``X`` and side inputs; return ``self``.
+        ``y`` is ignored (unsupervised, as scikit-learn's unsupervised estimators).
 
         Raises:
             InputError: invalid hyper-parameters (checked first, see `validate_params`), features or side
@@ -285,7 +324,7 @@ class Hasher:
     def project(self, X: Any, **side: Any) -> np.ndarray:
         """Real-valued outputs ``z`` of shape ``(n, n_bits)``; the code bit is ``z >= 0``."""
         self._check_fitted()
-        X = check_features(X, n_features=self.n_features_in_)
+        X = check_features(X, n_features=self.n_features_in_, owner=type(self).__name__)
         side = self._check_side(X.shape[0], side)
         z = np.asarray(self._project(X, **side))
         if z.shape != (X.shape[0], self.n_bits):
@@ -297,6 +336,15 @@ class Hasher:
     def encode(self, X: Any, **side: Any) -> np.ndarray:
         """Packed ``uint8`` codes of shape ``(n, ceil(n_bits / 8))`` from ``z >= 0``."""
         return pack_bits(self.project(X, **side))
+
+    def transform(self, X: Any, **side: Any) -> np.ndarray:
+        """scikit-learn's name for `encode`: packed ``uint8`` codes ``(n, ceil(n_bits / 8))``."""
+        return self.encode(X, **side)
+
+    def fit_transform(self, X: Any, y: Any = None, **side: Any) -> np.ndarray:
+        """``fit(X, y, **side)`` then ``encode(X, **side)``: the side inputs reach both (scikit-learn's
+        mixin would give them to ``fit`` only)."""
+        return self.fit(X, y, **side).encode(X, **side)
 
     def n_parameters(self) -> int:
         """Numbers stored to encode: by default the sizes of fitted array attributes and modules."""
@@ -340,6 +388,13 @@ class Hasher:
         frozen feature extractor). Never repeats a hyper-parameter or a `resolved_params` value under
         its name. Default: none."""
         return {}
+
+    def _load_module(self, name: str, state_dict: dict[str, Any]) -> Any:
+        """Rebuild the fitted torch module of attribute ``name`` from the hyper-parameters and the other
+        fitted attributes (already set) and load ``state_dict`` into it (CPU tensors); for
+        `methods.persist.load_hasher`. Methods that keep a torch module in a fitted attribute
+        implement it; the default raises ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps a torch module in {name!r} but cannot rebuild it")
 
     # ----------------------------------------------------------------- to implement
     def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:

@@ -349,6 +349,18 @@ class LAGNH(Hasher):
             device=device, median_fraction=float(self.median_fraction),
         )
 
+    def _load_module(self, name: str, state_dict: dict[str, Any]) -> Any:
+        """``net_`` rebuilt from the hyper-parameters, the feature and tag counts, and the weights."""
+        if name != "net_":
+            return super()._load_module(name, state_dict)
+        from hashbench.methods.lagnh_model import LAGNHNet
+
+        net = LAGNHNet(int(self.n_features_in_), int(self.n_tags_), int(self.n_bits), embed_dim=int(self.embed_dim),
+                       hidden=int(self.hidden), dropout=float(self.dropout), attention=self._attention,
+                       classifier=self._classifier)
+        net.load_state_dict(state_dict)
+        return net.eval()
+
     # ----------------------------------------------------------------- diagnostics
     def n_parameters(self) -> int:
         """Values stored to encode (the contract's count): the encoder ``W_v, b_v`` (d·e + e), ``W_t, b_t``

@@ -206,6 +206,9 @@ class ScalableGraphHashing(Hasher):
         def scaled(rows) -> np.ndarray:
             return (np.asarray(X[rows], dtype=np.float64) - mean) / scale
 
+        if n < 2:
+            raise InputError(f"sgh-graph learns a kernel on distances between training rows: it needs at least 2, "
+                             f"X has {n} sample")
         m = min(int(self.n_anchors), n)
         anchor_rows = np.sort(rng.choice(n, size=m, replace=False))
         anchors = scaled(anchor_rows)

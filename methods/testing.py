@@ -410,6 +410,29 @@ def check_run_info(case: Case) -> None:
     )
 
 
+def check_save_load(case: Case) -> None:
+    """`methods.persist.save_hasher` then `load_hasher` gives a hasher of the same class and parameters
+    that encodes ``X`` to the same codes (every fitted attribute must be plain data, a numpy array or a
+    torch module the method can rebuild)."""
+    import tempfile
+
+    from hashbench.methods.persist import load_hasher, save_hasher
+
+    est, codes = case.fitted()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            save_hasher(est, folder)
+            loaded = load_hasher(folder, type(est))
+        except Exception as exc:  # noqa: BLE001 - any failure to save or load is the finding
+            raise AssertionError(f"cannot save and load the fitted hasher: {type(exc).__name__}: {exc}") from exc
+    assert type(loaded) is type(est), f"loaded a {type(loaded).__name__}, saved a {type(est).__name__}"
+    params, again = est.get_params(), loaded.get_params()
+    assert params.keys() == again.keys() and all(_equal(params[k], again[k]) for k in params), (
+        f"parameters change through save and load: {params} -> {again}"
+    )
+    assert np.array_equal(loaded.encode(case.X, **case.side), codes), "the loaded hasher encodes to other codes"
+
+
 CHECKS: dict[str, Callable[[Case], None]] = {
     fn.__name__.removeprefix("check_"): fn
     for fn in (
@@ -432,6 +455,7 @@ CHECKS: dict[str, Callable[[Case], None]] = {
         check_fit_validates_params,
         check_n_parameters,
         check_run_info,
+        check_save_load,
     )
 }
 
@@ -453,3 +477,79 @@ def check_hasher(cls: type[Hasher], *, n_bits: int = 20, n_samples: int = 300, n
     """
     for name in CHECKS:
         run_check(cls, name, n_bits=n_bits, n_samples=n_samples, n_features=n_features, **init_kwargs)
+
+
+# ----------------------------------------------------------------------------- scikit-learn's checks
+# scikit-learn's own estimator checks (`sklearn.utils.estimator_checks.parametrize_with_checks`) run on
+# every registered method through `sklearn_check_estimator`; tests/test_sklearn_estimators.py holds
+# the list of checks that cannot apply, each with its reason.
+
+from sklearn.base import BaseEstimator, TransformerMixin, clone  # noqa: E402
+
+SKLEARN_CHECK_BITS = 2  # the checks' data can have 2 features: PCA-based methods need n_bits <= d
+
+
+def row_side_inputs(names: tuple[str, ...], X: np.ndarray, *, n_tags: int = 20, n_views: int = 4) -> dict[str, np.ndarray]:
+    """Synthetic side inputs computed from each row of ``X`` alone (so codes stay row-independent and a
+    row gets the same side inputs whatever batch it is in):
+
+    * ``tags``: float32 (n, n_tags) 0/1, tag ``j`` set where ``x · w_j > 0`` for fixed Gaussian ``w_j``
+      (drawn from seed 0 and the feature count);
+    * ``views``: float32 (n, n_views, d), view ``k`` = ``x · (1 + 0.01 (k + 1))``.
+
+    Raises `KeyError` for a side input without a generator here.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    out = {}
+    for name in names:
+        if name == "tags":
+            w = np.random.default_rng([0, X.shape[1]]).standard_normal((X.shape[1], n_tags))
+            out[name] = (X @ w > 0).astype(np.float32)
+        elif name == "views":
+            scale = 1.0 + 0.01 * np.arange(1, n_views + 1)
+            out[name] = (X[:, None, :] * scale[None, :, None]).astype(np.float32)
+        else:
+            raise KeyError(f"no row-wise generator for side input {name!r}; add one to methods.testing.row_side_inputs")
+    return out
+
+
+class SyntheticSideInputs(TransformerMixin, BaseEstimator):
+    """A hasher that needs side inputs, made into a plain ``fit(X, y)`` / ``transform(X)`` estimator for
+    scikit-learn's checks: every call passes `row_side_inputs` of the right shape for ``X``.
+
+    Args:
+        hasher: an unfitted `Hasher` whose class declares ``side_inputs``.
+
+    Fitted attributes: ``hasher_`` (a clone of ``hasher``, fitted) and ``n_features_in_``.
+    """
+
+    def __init__(self, hasher: Hasher) -> None:
+        self.hasher = hasher
+
+    def fit(self, X: Any, y: Any = None) -> "SyntheticSideInputs":
+        from hashbench.methods.base import check_features
+
+        X = check_features(X)
+        self.hasher_ = clone(self.hasher).fit(X, **row_side_inputs(tuple(self.hasher.side_inputs), X))
+        self.n_features_in_ = self.hasher_.n_features_in_
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted
+
+        from hashbench.methods.base import check_features
+
+        check_is_fitted(self)
+        X = check_features(X, n_features=self.n_features_in_, owner=type(self).__name__)
+        return self.hasher_.encode(X, **row_side_inputs(tuple(self.hasher.side_inputs), X))
+
+    def __sklearn_tags__(self):
+        tags = self.hasher.__sklearn_tags__()
+        return tags
+
+
+def sklearn_check_estimator(cls: type[Hasher], n_bits: int = SKLEARN_CHECK_BITS) -> BaseEstimator:
+    """The estimator scikit-learn's checks run for ``cls``: ``cls(n_bits, **cls.conformance_params)``,
+    wrapped in `SyntheticSideInputs` when the class declares side inputs."""
+    est = cls(n_bits, **cls.conformance_params)
+    return SyntheticSideInputs(est) if cls.side_inputs else est

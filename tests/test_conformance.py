@@ -138,6 +138,23 @@ class RepeatsParams(LSH):
         return {"n_bits": self.n_bits}
 
 
+class KeepsAFunction(LSH):
+    def _fit(self, X):
+        super()._fit(X)
+        self.scale_fn_ = np.sqrt
+
+
+class ForgetsOnLoad(LSH):
+    """Keeps state outside the fitted attributes, which saving cannot see."""
+
+    def _fit(self, X):
+        super()._fit(X)
+        self._offset = 1.0
+
+    def _project(self, X):
+        return super()._project(X) + getattr(self, "_offset", -50.0)
+
+
 @pytest.mark.parametrize(
     "cls, check, kwargs",
     [
@@ -158,6 +175,8 @@ class RepeatsParams(LSH):
         (ValidatesAfterWork, "fit_validates_params", {}),
         (AcceptsZeroBits, "invalid_n_bits", {}),
         (RepeatsParams, "run_info", {}),
+        (KeepsAFunction, "save_load", {}),
+        (ForgetsOnLoad, "save_load", {}),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )
