@@ -174,3 +174,15 @@ def test_bad_thread_counts_are_usage_errors(bad):
 
     with pytest.raises(UsageError, match=r"--threads must be an integer >= 1"):
         check_threads(bad)
+
+
+@pytest.mark.parametrize("shape", [(5, 32, 32, 3), (4, 28, 28), (3, 40, 24, 3)])
+def test_the_input_layout_changes_no_value(shape):
+    """ONNX Runtime gets contiguous NCHW batches, torch channels-last ones: the same numbers either way."""
+    from hashbench.datasets.features.images import to_input_batch
+
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    for size in (32, 64, 96):
+        a, b = to_input_batch(images, size, "cpu", True), to_input_batch(images, size, "cpu", False)
+        assert torch.equal(a, b)
+        assert b.is_contiguous() or len(shape) == 3  # grey images: one channel expanded to three, a view

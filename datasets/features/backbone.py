@@ -183,7 +183,7 @@ class Backbone:
     def prepare(self, batch):
         from hashbench.datasets.features.images import to_input_batch
 
-        return to_input_batch(batch, self.input_size, self.device)
+        return to_input_batch(batch, self.input_size, self.device, channels_last=self._onnx is None)
 
     @staticmethod
     def normalize(x):

@@ -38,22 +38,27 @@ def _check_layout(shape: tuple[int, ...]) -> None:
         raise DataError(f"images must be (H, W) grey or (H, W, 3) RGB, got a batch of shape {shape[1:]}")
 
 
-def to_input_batch(batch: np.ndarray | list[np.ndarray], size: int, device: Any):
+def to_input_batch(batch: np.ndarray | list[np.ndarray], size: int, device: Any, channels_last: bool = True):
     """``(B, 3, size, size)`` float32 tensor in ``[0, 255]`` on ``device`` (see the module docstring).
 
-    RGB batches come out channels-last in memory (a free view of ``(B, H, W, 3)`` data), the layout
-    in which CPU convolutions run ~1.5x faster.
+    With ``channels_last`` RGB batches come out channels-last in memory (a free view of ``(B, H, W, 3)``
+    data), the layout in which torch's CPU convolutions run ~1.5x faster; without it they are made
+    contiguous before resizing, which halves the resize and the copy for a consumer that wants NCHW
+    arrays (ONNX Runtime: 0.135 s -> 0.075 s per 512 CIFAR images at 128 px, two threads, measured).
+    The values are the same either way.
     """
     import torch
 
     if isinstance(batch, list):
         shapes = {img.shape for img in batch}
         if len(shapes) > 1:  # images of different sizes (list-file datasets) are resized one by one
-            return torch.cat([to_input_batch(img[None], size, device) for img in batch])
+            return torch.cat([to_input_batch(img[None], size, device, channels_last) for img in batch])
         batch = np.stack(batch) if batch else np.zeros((0, size, size, 3), np.uint8)
     _check_layout(batch.shape)
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
     x = (x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)).float()
+    if not channels_last:
+        x = x.contiguous()
     if x.shape[-2:] != (size, size):
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                                             antialias=True)
