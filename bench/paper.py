@@ -321,6 +321,17 @@ def _md_escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]<>|#])", r"\\\1", str(text))
 
 
+def _cell_text(table: Table, cell, col: str, best: str, second: str, n_format: str) -> str:
+    """A non-missing cell as text: the mean wrapped in ``best``/``second`` (``"<b>{}</b>"`` ...), the
+    dagger, ``± std`` and the cell's n through ``n_format`` when it differs from the table's."""
+    mean, std, n = _parts(table, cell, col)
+    if cell.mark == "best":
+        mean = best.format(mean)
+    elif cell.mark == "second":
+        mean = second.format(mean)
+    return mean + ("†" if cell.dagger else "") + (f" ± {std}" if std else "") + (n_format.format(n) if n else "")
+
+
 def to_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table: bold best, ``<ins>`` (underlined) second, the caption above and
     the legend below."""
@@ -333,12 +344,7 @@ def to_markdown(table: Table) -> str:
             if cell.mean is None:
                 cells.append(f"*{MISSING}*")
                 continue
-            mean, std, n = _parts(table, cell, col)
-            if cell.mark == "best":
-                mean = f"**{mean}**"
-            elif cell.mark == "second":
-                mean = f"<ins>{mean}</ins>"
-            cells.append(mean + ("†" if cell.dagger else "") + (f" ± {std}" if std else "") + (f" {n}" if n else ""))
+            cells.append(_cell_text(table, cell, col, "**{}**", "<ins>{}</ins>", " {}"))
         out.append(f"| {_md_escape(row)} | " + " | ".join(cells) + " |")
     if table.notes:
         out += ["", "; ".join(_md_escape(n) for n in table.notes) + "."]
@@ -373,13 +379,7 @@ def to_html(table: Table) -> str:
             if cell.mean is None:
                 tds.append(f'<td class="missing">{MISSING}</td>')
                 continue
-            mean, std, n = _parts(table, cell, col)
-            if cell.mark == "best":
-                mean = f"<b>{mean}</b>"
-            elif cell.mark == "second":
-                mean = f"<u>{mean}</u>"
-            tds.append("<td>" + mean + ("†" if cell.dagger else "") + (f" ± {std}" if std else "")
-                       + (f" <small>{h(n)}</small>" if n else "") + "</td>")
+            tds.append("<td>" + _cell_text(table, cell, col, "<b>{}</b>", "<u>{}</u>", " <small>{}</small>") + "</td>")
         out.append(f"<tr><th>{h(row)}</th>" + "".join(tds) + "</tr>")
     out.append("</tbody></table>")
     if table.notes:

@@ -23,13 +23,6 @@ from hashbench.datasets.features.backbone import Backbone, resolve_runtime  # no
 SIZE = 64
 
 
-@pytest.fixture
-def data_home(tmp_path, monkeypatch):
-    home = tmp_path / "hashbench-data"
-    monkeypatch.setenv("HASHBENCH_DATA", str(home))
-    return home
-
-
 @pytest.fixture(scope="module")
 def real_images():
     """24 real photographs' worth of texture: Fashion-MNIST test images (the default dataset's own)."""
