@@ -185,9 +185,11 @@ class Backbone:
 
         return to_input_batch(batch, self.input_size, self.device, channels_last=self._onnx is None)
 
-    @staticmethod
-    def normalize(x):
-        return (x - 127.0) / 128.0
+    def normalize(self, x):
+        """The network's input normalisation ``(x - 127) / 128`` of a batch in ``[0, 255]``; the identity
+        with ONNX Runtime, whose graph applies it itself (`datasets.features.onnx_runtime`). Callers pass
+        the result to `pooled` or `logits` of the same backbone."""
+        return x if self._onnx is not None else (x - 127.0) / 128.0
 
     @staticmethod
     def _layout(x):

@@ -5,8 +5,9 @@ over the same weights (measured on the 2-core machine at 128 px, batch 16, one t
 img/s, ONNX Runtime 342-384 img/s; the features agree to 3e-6 relative). `bench/benchmarks/extraction.py`
 measures the ratio on the machine at hand.
 
-One graph per (network, input size) has two outputs, ``pooled`` (``(B, C)``, the global average of the
-last convolutional map) and ``logits`` (``(B, 1000)``, ``fc(pooled)``: the network's dropout is off in
+One graph per (network, input size) takes the resized batch in ``[0, 255]`` (it applies the network's
+normalisation ``(x - 127) / 128`` itself, so `Backbone.normalize` is the identity for it) and has two
+outputs, ``pooled`` (``(B, C)``, the global average of the last convolutional map) and ``logits`` (``(B, 1000)``, ``fc(pooled)``: the network's dropout is off in
 evaluation), with a dynamic batch axis. It is exported with torch's TorchScript-based exporter
 (``torch.onnx.export(..., dynamo=False)``, opset `OPSET`) into::
 
@@ -44,7 +45,7 @@ from hashbench.datasets.errors import DataError
 
 OPSET = 17
 EXPORTER = "torchscript"  # torch.onnx.export(..., dynamo=False): needs no onnxscript
-GRAPH_VERSION = "pooled+logits-v1"  # bump when the exported module below changes
+GRAPH_VERSION = "normalised-in-graph+pooled+logits-v2"  # bump when the exported module below changes
 INSTALL_HINT = "install the optional feature packages: pip install 'hashbench[features]'"
 log = logging.getLogger("hashbench.datasets.features")
 
@@ -89,7 +90,8 @@ def _export(model: Any, input_size: int, path: Path) -> None:
             self.net = net
 
         def forward(self, x):
-            pooled = self.net.extract_features(x).mean((2, 3))
+            # the network's input normalisation inside the graph: one pass less over every batch in Python
+            pooled = self.net.extract_features((x - 127.0) / 128.0).mean((2, 3))
             return pooled, self.net._fc(pooled)
 
     example = torch.zeros(2, 3, input_size, input_size)
@@ -157,21 +159,21 @@ class OnnxNetwork:
         path, self.exported_now = graph_path(model, key)
         self.path = str(path)
 
-    def _run(self, output: str, x_normalized: Any) -> np.ndarray:
+    def _run(self, output: str, x_batch: Any) -> np.ndarray:
         import torch
 
-        x = x_normalized.detach().cpu().numpy() if isinstance(x_normalized, torch.Tensor) else x_normalized
+        x = x_batch.detach().cpu().numpy() if isinstance(x_batch, torch.Tensor) else x_batch
         x = np.ascontiguousarray(x, dtype=np.float32)
         (out,) = _session(self.path, max(1, torch.get_num_threads())).run([output], {"x": x})
         return out
 
-    def pooled(self, x_normalized: Any) -> np.ndarray:
-        """``(B, C)`` float32 pooled features of a normalised ``(B, 3, s, s)`` batch."""
-        return self._run("pooled", x_normalized)
+    def pooled(self, x: Any) -> np.ndarray:
+        """``(B, C)`` float32 pooled features of a ``(B, 3, s, s)`` batch in ``[0, 255]``."""
+        return self._run("pooled", x)
 
-    def logits(self, x_normalized: Any) -> np.ndarray:
-        """``(B, 1000)`` float32 ImageNet class scores of a normalised ``(B, 3, s, s)`` batch."""
-        return self._run("logits", x_normalized)
+    def logits(self, x: Any) -> np.ndarray:
+        """``(B, 1000)`` float32 ImageNet class scores of a ``(B, 3, s, s)`` batch in ``[0, 255]``."""
+        return self._run("logits", x)
 
     def describe(self) -> dict[str, Any]:
         return {"onnx_opset": OPSET, "onnx_exporter": EXPORTER, **_versions()}

@@ -2,10 +2,10 @@
 
 Both use the same weights on the same 512 images at the default input size and batch size; the bare
 loop does only what any extraction must (uint8 -> float, resize, normalise, forward, pool) with torch's
-eager network. The ratio of their best-of-5 times is measured here in one run, on one thread and on
-two, for each runtime of the frozen network: with ``runtime=torch`` the harness's overhead must stay
+eager network. They run in turn, 5 rounds each, and the ratio is the median of the 5 paired timings,
+measured here in one run, on one thread and on two, for each runtime of the frozen network: with ``runtime=torch`` the harness's overhead must stay
 within 10 % (ratio >= 0.9); with the CPU default, ONNX Runtime, extraction must be at least 2.5x the
-bare torch loop (the speed issue's target; 2.8-3.4x measured on the 2-core development machine).
+bare torch loop (the speed issue's target; 2.7-3.3x measured on the 2-core development machine, one or two threads).
 """
 from __future__ import annotations
 
@@ -84,8 +84,14 @@ def test_extraction_throughput_against_a_bare_torch_loop(benchmark, tmp_path, mo
     got = benchmark.pedantic(ours, rounds=1, iterations=1)
 
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
-    ratio = min(times["bare"]) / min(times["ours"])  # our throughput as a fraction of the bare loop's
-    benchmark.extra_info.update({"throughput_ratio": ratio, "bare_img_per_s": N_IMAGES / min(times["bare"]),
+    # Our throughput as a multiple of the bare loop's: the median over rounds of the ratio of the two timings
+    # taken next to each other, which cancels the machine's slow drifts (a shared VM's speed wanders by
+    # +-10 % over a minute); the ratio of the best times is kept for information.
+    paired = sorted(b / o for b, o in zip(times["bare"], times["ours"]))
+    ratio = paired[len(paired) // 2]
+    benchmark.extra_info.update({"throughput_ratio": ratio, "paired_ratios": paired,
+                                 "best_time_ratio": min(times["bare"]) / min(times["ours"]),
+                                 "bare_img_per_s": N_IMAGES / min(times["bare"]),
                                  "ours_img_per_s": N_IMAGES / min(times["ours"]), "input_size": size,
                                  "batch_size": bs, "threads": threads, "runtime": runtime})
     print(f"\nextraction ({runtime}) {N_IMAGES / min(times['ours']):.0f} img/s, bare torch loop "
