@@ -58,6 +58,16 @@ def method_styles(methods) -> dict[str, dict]:
     return {m: {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(names)}
 
 
+def _finish_curves(fig, ax, subtitle: str, title: str):
+    """Grid, legend, the axes' subtitle and the figure's title of a curve figure, laid out; returns ``fig``."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(subtitle, fontsize=9)
+    _suptitle(fig, title)
+    fig.tight_layout()
+    return fig
+
+
 def _suptitle(fig, title: str, extra: str = "") -> None:
     """The figure's title, wrapped to its width (titles name dataset, protocol, features and seeds)."""
     import textwrap
@@ -179,12 +189,7 @@ def plot_pr_curves(curves: dict[str, pd.DataFrame], n_bits: int, *, title: str =
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"precision-recall by Hamming radius, {n_bits} bits", fontsize=9)
-    _suptitle(fig, title)
-    fig.tight_layout()
-    return fig
+    return _finish_curves(fig, ax, f"precision-recall by Hamming radius, {n_bits} bits", title)
 
 
 def plot_precision_at_n(curves: dict[str, pd.DataFrame], n_bits: int, *, title: str = "",
@@ -199,12 +204,7 @@ def plot_precision_at_n(curves: dict[str, pd.DataFrame], n_bits: int, *, title: 
         ax.plot(c["n"], c["precision"], label=method, **styles.get(method, {}), markersize=4, linewidth=1.4)
     ax.set_xlabel("N (items retrieved, Hamming ranking)")
     ax.set_ylabel("precision@N")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"precision@N, {n_bits} bits", fontsize=9)
-    _suptitle(fig, title)
-    fig.tight_layout()
-    return fig
+    return _finish_curves(fig, ax, f"precision@N, {n_bits} bits", title)
 
 
 def plot_retrieval_examples(examples: dict[str, pd.DataFrame], image_of, label_of, n_bits: int, *,
