@@ -146,6 +146,9 @@ class LAGNHNet(nn.Module):
     ) -> None:
         super().__init__()
         self.dropout = float(dropout)
+        # Dropout masks are drawn from this CPU generator (set by `train_lagnh`) and moved to the device, so a
+        # seed gives the same masks on every device, as SGH's and DeepBit's draws; None: torch's own dropout.
+        self.mask_generator: torch.Generator | None = None
         self.img = nn.Linear(n_features, embed_dim)
         self.tag = nn.Linear(n_tags, embed_dim) if attention else None
         self.gc1 = DenseGCNConv(embed_dim, hidden, bias=False)
@@ -163,9 +166,17 @@ class LAGNHNet(nn.Module):
 
     def propagate(self, f: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         """``Z = Â · drop(relu(Â · drop(F) · W1)) · W2`` (dropout only in training mode)."""
-        drop = self.dropout if self.training else 0.0
-        h = F.relu(self.gc1(F.dropout(f, drop, self.training), adj, add_loop=False)[0])
-        return self.gc2(F.dropout(h, drop, self.training), adj, add_loop=False)[0]
+        h = F.relu(self.gc1(self._drop(f), adj, add_loop=False)[0])
+        return self.gc2(self._drop(h), adj, add_loop=False)[0]
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverted dropout (``x · keep / (1 - p)``, keep ~ Bernoulli(1 - p)) in training mode."""
+        if not self.training or self.dropout == 0.0:
+            return x
+        if self.mask_generator is None:
+            return F.dropout(x, self.dropout, True)
+        keep = torch.rand(x.shape, generator=self.mask_generator) >= self.dropout
+        return x * keep.to(x.device, x.dtype) / (1.0 - self.dropout)
 
     def forward(
         self,
@@ -282,7 +293,9 @@ def train(
         ).to(device)
         disc = Discriminator(n_bits).to(device) if config.adversarial else None
         shuffle_gen = torch.Generator().manual_seed(config.seed)
-        prior_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+        # CPU generators for the prior's samples and the dropout masks: the same draws on every device
+        prior_gen = torch.Generator().manual_seed(config.seed + 1)
+        net.mask_generator = torch.Generator().manual_seed(config.seed + 2)
 
         # Whole training set on the device when it fits comfortably; else one batch at a time.
         resident = device.type == "cpu" or X.nbytes < 2**30
@@ -312,7 +325,7 @@ def train(
                 if disc is not None:
                     with torch.no_grad():
                         z_fake, _, _ = net(xb, pb, config.sigma, tag_graph, config.median_fraction)
-                    eps = torch.randn(z_fake.shape, generator=prior_gen, device=device)
+                    eps = torch.randn(z_fake.shape, generator=prior_gen).to(device)
                     d_real, d_fake = disc(eps), disc(z_fake)
                     loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
                         F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
@@ -367,6 +380,7 @@ def train(
         "epochs_run": epochs_run,
         "discriminator_parameters": count_parameters(disc),
     }
+    net.mask_generator = None  # training state only; the returned network is deterministic (eval mode)
     return net.cpu().eval(), history, info
 
 

@@ -435,3 +435,35 @@ def test_semantic_graph_has_no_subnormal_values_and_matches_the_exact_kernel():
     assert not ((adj != 0) & (adj.abs() < tiny)).any()
     (adj * torch.randn(adj.shape, generator=g)).sum().backward()
     assert not ((f.grad != 0) & (f.grad.abs() < tiny)).any()
+
+
+def test_prior_samples_and_dropout_masks_come_from_cpu_generators(data, monkeypatch):
+    # One seed must give the same random draws on every device (as SGH's and DeepBit's): every draw of
+    # training is made on a CPU generator and moved to the device, never on the device's generator
+    # nor through torch's global-RNG dropout.
+    import torch.nn.functional as F
+
+    X, P, _ = data
+    draws, dropouts = [], []
+    real_randn, real_rand, real_dropout = torch.randn, torch.rand, F.dropout
+
+    def spy(real):
+        def draw(*args, **kwargs):
+            draws.append((real.__name__, kwargs.get("generator"), kwargs.get("device")))
+            return real(*args, **kwargs)
+        return draw
+
+    def spy_dropout(x, p=0.5, training=True, *args, **kwargs):
+        if training and p > 0:
+            dropouts.append(p)
+        return real_dropout(x, p, training, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "randn", spy(real_randn))
+    monkeypatch.setattr(torch, "rand", spy(real_rand))
+    monkeypatch.setattr(F, "dropout", spy_dropout)
+    LAGNH(16, epochs=1, n_anchors=20, **SMALL).fit(X[:200], tags=P[:200])
+    assert dropouts == []  # no mask drawn by torch's dropout (the device's global generator)
+    names = {name for name, _, _ in draws}
+    assert {"randn", "rand"} <= names, names  # the prior's samples and the dropout masks were drawn here
+    for name, generator, device in draws:
+        assert generator is not None and generator.device.type == "cpu" and device is None, (name, generator, device)
