@@ -19,7 +19,7 @@ from hashbench.datasets.errors import DataError  # noqa: E402
 from hashbench.datasets.features import cache as feature_cache  # noqa: E402
 from hashbench.datasets.features import LOCAL_KEYS, compute_features, compute_side, inherited_side_settings  # noqa: E402
 from hashbench.datasets.features.backbone import weights_path  # noqa: E402
-from hashbench.datasets.features.rotation import inscribed_scale, rotate_crop  # noqa: E402
+from hashbench.datasets.features.rotation import inscribed_scale, rotate_black_corners, rotate_crop  # noqa: E402
 
 SIZE = 32  # network input size used throughout: the smallest the extractor accepts
 
@@ -376,6 +376,41 @@ def test_rotation_of_zero_degrees_is_the_identity_and_quarter_turns_are_exact():
         torch.testing.assert_close(rotate_crop(img, angle), expected, atol=1e-5, rtol=0)
     rect = torch.rand(1, 1, 6, 10)
     torch.testing.assert_close(rotate_crop(rect, 180.0), torch.flip(rect, dims=(2, 3)), atol=1e-5, rtol=0)
+
+
+def test_black_corner_rotation_keeps_the_scale_and_fills_the_outside_with_black():
+    img = torch.rand(2, 3, 9, 9)
+    assert torch.equal(rotate_black_corners(img, 0.0), img)
+    for turns, angle in ((1, 90.0), (2, 180.0), (3, -90.0)):  # no zoom: quarter turns are exact, no border
+        torch.testing.assert_close(rotate_black_corners(img, angle), torch.rot90(img, turns, dims=(2, 3)),
+                                   atol=1e-5, rtol=0)
+    white = torch.full((1, 3, 32, 32), 255.0)
+    out = rotate_black_corners(white, 10.0)
+    assert out[0, :, 0, 0].max() == 0 and out[0, :, -1, -1].max() == 0  # the corners come from outside
+    torch.testing.assert_close(out[0, :, 8:24, 8:24], white[0, :, 8:24, 8:24])  # the centre is untouched
+    # dark exactly where the source point (pixel centre turned back by t) lies outside the image
+    t = math.radians(10.0)
+    centre = torch.arange(32) + 0.5 - 16
+    py, px = torch.meshgrid(centre, centre, indexing="ij")
+    u, v = math.cos(t) * px - math.sin(t) * py, math.sin(t) * px + math.cos(t) * py
+    outside = torch.maximum(u.abs(), v.abs()) > 16
+    assert ((out[0, 0] < 127.5) == outside).float().mean() > 0.98
+    assert 0.05 < outside.float().mean() < 0.1  # about 7 % of the image is black at 10 degrees
+    torch.testing.assert_close(rotate_crop(white, 10.0), white)  # the inscribed crop never shows a corner
+
+
+def test_views_rotation_setting_is_logged_and_keys_the_cache(data_home, forward_counter):
+    data = _rgb(4)
+    rows = np.arange(4)
+    crop, crop_info = compute_side(data, "views", indices=rows, input_size=SIZE, angles=(10,))
+    black, black_info = compute_side(data, "views", indices=rows, input_size=SIZE, angles=(10,),
+                                     rotation="black-corners")
+    assert crop_info["rotation"] == "inscribed-crop" and black_info["rotation"] == "black-corners"
+    assert crop_info["cache"] != black_info["cache"]
+    assert forward_counter["images"] == 8  # the second rotation did not reuse the first's cache
+    assert not np.allclose(crop, black, atol=1e-3)
+    with pytest.raises(DataError, match="rotation"):
+        compute_side(data, "views", indices=rows, input_size=SIZE, rotation="zoom")
 
 
 @pytest.mark.parametrize("angle,height,width", [(10, 32, 32), (-5, 32, 32), (10, 24, 40), (-10, 50, 20)])

@@ -24,7 +24,10 @@ namespaces them); `datasets.features.LOCAL_KEYS` names those that describe the m
   -10, -5, +5, +10 degrees by default: the image is resized to the extractor's input size exactly as
   for its features, rotated about its centre, centre-cropped to the largest same-aspect rectangle
   without empty corners and resized back (`datasets.features.rotation.rotate_crop`, one bilinear
-  resampling), then goes through the same network and pooling. Only training images need views.
+  resampling; ``rotation="inscribed-crop"``, the default) or rotated at its own scale with black corners
+  as the authors' augmentation leaves them (``rotation="black-corners"``,
+  `datasets.features.rotation.rotate_black_corners`), then goes through the same network and pooling.
+  Only training images need views.
   Info: ``extractor``, ``angles`` (e.g. ``"-10,-5,5,10"``), ``input_size``, ``weights_sha256``, ``dim``
   (d), ``rotation``, ``cache``.
 
@@ -67,7 +70,7 @@ from hashbench.datasets.features.constraints import Choices, FiniteRealSequence,
 from hashbench.datasets.features.defaults import default_settings
 from hashbench.datasets.features.effnet import DEFAULT_BATCH_SIZE, DEFAULT_INPUT_SIZE, PREPROCESSING
 from hashbench.datasets.features.images import fetch_images
-from hashbench.datasets.features.rotation import rotate_crop
+from hashbench.datasets.features.rotation import rotate_black_corners, rotate_crop
 
 N_IMAGENET_CLASSES = 1000
 TAG_CACHE_K = 20  # class ids kept per image in the cache: any k up to this reuses it
@@ -77,6 +80,9 @@ DEFAULT_TAG_INPUT_SIZE = 160
 TAG_MODELS = ("efficientnet-lite2", "efficientnet-lite0", "same")
 TAG_PROVIDERS = ("imagenet-topk", "dataset")
 VIEW_ANGLES = (-10.0, -5.0, 5.0, 10.0)
+# rotation setting of `views` -> (the rotation, its tag in the cache key: bump the version on any change)
+VIEW_ROTATIONS = {"inscribed-crop": (rotate_crop, "inscribed-crop-v1"),
+                  "black-corners": (rotate_black_corners, "black-corners-v1")}
 # extractor name -> network, for the extractors whose features views can be computed with
 VIEW_EXTRACTORS = {"effnet-lite0": "efficientnet-lite0"}
 # the extractor whose network's own classifier gives the tags of ``tag_model="same"``
@@ -263,6 +269,7 @@ def _dataset_tags(data: Dataset, rows: np.ndarray) -> tuple[np.ndarray, dict]:
     "extractor": [Choices(VIEW_EXTRACTORS)],
     "input_size": INPUT_SIZE,
     "angles": [FiniteRealSequence()],  # degrees, counter-clockwise
+    "rotation": [Choices(VIEW_ROTATIONS)],  # "inscribed-crop" (default) or the authors' "black-corners"
     "batch_size": BATCH_SIZE,
     "device": DEVICE,
     "runtime": RUNTIME,  # inherited from the features when they are the views' extractor's
@@ -270,8 +277,8 @@ def _dataset_tags(data: Dataset, rows: np.ndarray) -> tuple[np.ndarray, dict]:
 })
 def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
           input_size: int = DEFAULT_INPUT_SIZE, angles: tuple[float, ...] = VIEW_ANGLES,
-          batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None, runtime: Any = None,
-          cache: bool = True) -> tuple[np.ndarray, dict]:
+          rotation: str = "inscribed-crop", batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None,
+          runtime: Any = None, cache: bool = True) -> tuple[np.ndarray, dict]:
     """``(len(rows), len(angles), d)`` float32 features of rotated copies of ``rows`` and their info
     (see the module docstring).
 
@@ -284,6 +291,7 @@ def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
             machine lacks), no images, or a network error as `datasets.features.effnet.pooled_features`.
     """
     network = VIEW_EXTRACTORS[extractor]
+    rotate, rotation_key = VIEW_ROTATIONS[rotation]
     angles = tuple(float(a) for a in angles)
     _need_images(data, "views")
     backbone = Backbone(network, input_size, device, runtime)
@@ -294,15 +302,15 @@ def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
 
     def compute(batch_rows: np.ndarray) -> np.ndarray:
         x = backbone.prepare(fetch_images(data.images, batch_rows))
-        return np.stack([backbone.pooled(backbone.normalize(rotate_crop(x, a))) for a in angles], axis=1)
+        return np.stack([backbone.pooled(backbone.normalize(rotate(x, a))) for a in angles], axis=1)
 
     key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
-           "weights_sha256": described["weights_sha256"], "angles": angles, "rotation": "inscribed-crop-v1",
+           "weights_sha256": described["weights_sha256"], "angles": angles, "rotation": rotation_key,
            **backbone.cache_key()}
     info = {"extractor": extractor, "angles": ",".join(f"{a:g}" for a in angles),
             "input_size": backbone.input_size, "weights_sha256": described["weights_sha256"],
             "runtime": backbone.runtime,
-            "dim": dim, "rotation": "about centre, inscribed same-aspect crop, bilinear"}
+            "dim": dim, "rotation": rotation}
     out, path = cached_rows(data, rows, compute, kind=f"views-{extractor}-s{backbone.input_size}", key=key,
                             row_shape=(len(angles), dim), dtype=np.float32, info=info,
                             batch_size=batch_size, use_cache=cache)
