@@ -39,6 +39,10 @@ EXAMPLES = {
     "search": """examples:
   {prog} search --run 0123abcd... --query queries.npy --k 10          # ids and Hamming distances
   {prog} search --run 0123abcd... --query q.npy --side tags=q_tags.npy   # a method that reads tags""",
+    "reference": """examples:
+  {prog} reference                          # recompute the committed accuracy references and compare
+  {prog} reference --sweep cifar10-ci       # one sweep only
+  {prog} reference --update                 # rewrite them on purpose (clean checkout; review the diff)""",
     "sync": """examples:
   {prog} sync --tracking-uri http://127.0.0.1:5000   # after a sweep said its results are in the spool""",
 }
@@ -128,6 +132,14 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
 
     sync = command("sync", "upload the results a sweep kept in the local spool when the store failed")
     sync.add_argument("--tracking-uri", help=URI_HELP)
+
+    ref = command("reference", "recompute the committed accuracy references (results/reference/) and compare, "
+                               "or rewrite them with --update")
+    ref.add_argument("--update", action="store_true",
+                     help="rewrite the reference files (refused on a tree with uncommitted changes, so that each "
+                          "file names the commit that produced it)")
+    ref.add_argument("--sweep", action="append", metavar="NAME",
+                     help="only this reference sweep (repeatable): digits-shallow, cifar10-ci (default: all)")
 
     lst = command("list", "list methods or datasets")
     lst.add_argument("what", nargs="?", choices=("methods", "datasets"), default="methods",
@@ -473,13 +485,25 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_reference(args) -> int:
+    from bench import regression
+
+    names = [s.name for s in regression.SWEEPS]
+    for name in args.sweep or ():
+        if name not in names:
+            raise UsageError(f"unknown reference sweep {name!r}; known: {', '.join(names)}")
+    argv = (["--update"] if args.update else []) + [a for name in args.sweep or () for a in ("--sweep", name)]
+    return regression.main(argv, prog=f"{args.prog} reference")
+
+
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "plot": _cmd_plot, "sync": _cmd_sync,
-            "compare": _cmd_compare, "search": _cmd_search}
+            "compare": _cmd_compare, "search": _cmd_search, "reference": _cmd_reference}
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Run one command; returns the exit status (see the module docstring)."""
     args = _parser(prog or _prog()).parse_args(argv)
+    args.prog = prog or _prog()
     args.verbosity = getattr(args, "verbosity", 0)
     _set_verbosity(args.verbosity)
     try:

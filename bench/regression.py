@@ -1,9 +1,20 @@
 """Accuracy regression guard: fixed small sweeps whose scores are committed in `results/reference/`.
 
-``python -m bench.regression`` recomputes every reference sweep and compares it with the committed
-values; ``--update`` rewrites them (do that only for a change that is meant to move the numbers, and say
-why in the commit). The test suite runs the comparison, so CI fails when a change moves a score.
-Scores are the tie-aware mAP, which does not depend on how ties are ordered.
+``python -m bench reference`` (or ``python -m bench.regression``) recomputes every reference sweep and
+compares it with the committed values; ``--update`` rewrites them from a clean checkout, so each file
+names the commit that produced it (do that only for a change that is meant to move the numbers, and
+say why in the commit: the file's diff shows in review). The test suite runs the comparison, so CI fails
+when a change moves a score by more than `TOLERANCE`.
+
+Sweeps:
+
+* ``digits-shallow``: the four shallow methods on the digits pixels, 16 and 32 bits (mAP@all and the
+  tie-aware mAP, which does not depend on how ties are ordered).
+* ``cifar10-ci``: every built-in method at 32 and 64 bits on CIFAR-10's ``ci`` protocol (500 test
+  queries, 5,000 database images, 2,000 training images; the default features and side inputs), seed 0,
+  mAP@1000 and the tie-aware mAP. A built-in method without an entry fails the comparison until
+  ``--update`` adds it. Entries whose default fit would not fit CI's budget use the reduced settings in
+  ``REDUCED`` (the same every run, recorded in the file).
 """
 from __future__ import annotations
 
@@ -26,7 +37,7 @@ def _reference_dir():
 
 
 REFERENCE_DIR = _reference_dir()
-METRICS = ("map_tie_aware", "map_all")
+METRICS = ("map_tie_aware", "map_all")  # of the digits sweep; each sweep names its own
 # Different BLAS builds move a PCA basis by rounding; scores move by far less than this, real regressions
 # (a wrong update rule, a changed split) by far more.
 TOLERANCE = 0.005
@@ -34,22 +45,36 @@ TOLERANCE = 0.005
 
 @dataclass(frozen=True)
 class ReferenceSweep:
+    """One reference sweep; ``methods=None`` means every built-in method (`methods.registry.BUILTIN`)."""
+
     name: str
     dataset: str
-    methods: tuple[str, ...]
+    methods: tuple[str, ...] | None
     bits: tuple[int, ...]
     seeds: tuple[int, ...] = (0,)
     protocol: str | None = None
     features: str | None = None
     overrides: tuple[tuple[str, str, object], ...] = ()
+    metrics: tuple[str, ...] = METRICS
 
     @property
     def path(self):
         return REFERENCE_DIR / f"{self.name}.json"
 
+    def method_names(self) -> tuple[str, ...]:
+        from hashbench.methods.registry import BUILTIN
+
+        return tuple(sorted(BUILTIN)) if self.methods is None else self.methods
+
+
+# Reduced settings of the cifar10-ci sweep, (method, hyper-parameter, value): none yet, every method at its
+# defaults fits CI's budget (each new entry: say why here and in the README's CI section).
+REDUCED: tuple[tuple[str, str, object], ...] = ()
 
 SWEEPS = [
     ReferenceSweep("digits-shallow", "digits", ("lsh", "pcah", "itq", "sh"), (16, 32), features="pixels"),
+    ReferenceSweep("cifar10-ci", "cifar10", None, (32, 64), protocol="ci", overrides=REDUCED,
+                   metrics=("map_at_1000", "map_tie_aware")),
 ]
 
 
@@ -59,7 +84,7 @@ def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:
     from bench.sweep import side_inputs_needed
     from hashbench.methods import get_method
 
-    classes = {m: get_method(m) for m in sweep.methods}
+    classes = {m: get_method(m) for m in sweep.method_names()}
     side, fit_only = side_inputs_needed(classes.values())
     prep = prepare(sweep.dataset, protocol=sweep.protocol, features=sweep.features, side_inputs=side,
                    fit_only_side=fit_only)
@@ -70,19 +95,20 @@ def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:
             for seed in sweep.seeds:
                 params = cls(n_bits=bits, seed=seed, **extra).get_params()
                 metrics, _, _ = run_one(cls, params, prep)
-                out[f"{method}/{bits}/{seed}"] = {k: round(float(metrics[k]), 6) for k in METRICS}
+                out[f"{method}/{bits}/{seed}"] = {k: round(float(metrics[k]), 6) for k in sweep.metrics}
     return out
 
 
 def compare(sweep: ReferenceSweep, got: dict[str, dict[str, float]]) -> list[str]:
     """Differences beyond `TOLERANCE` between ``got`` and the committed reference, as messages."""
     if not sweep.path.is_file():
-        return [f"{sweep.path} is missing: run `python -m bench.regression --update`"]
+        return [f"{sweep.path} is missing: run `python -m bench reference --update`"]
     want = json.loads(sweep.path.read_text())["scores"]
     problems = []
     for key in sorted(set(want) | set(got)):
         if key not in got or key not in want:
-            problems.append(f"{sweep.name}: {key} is {'missing' if key not in got else 'new'}")
+            problems.append(f"{sweep.name}: {key} has no reference entry: run `python -m bench reference --update`"
+                            if key not in want else f"{sweep.name}: {key} is in the reference but was not computed")
             continue
         for metric, value in want[key].items():
             if abs(got[key][metric] - value) > TOLERANCE:
@@ -90,26 +116,48 @@ def compare(sweep: ReferenceSweep, got: dict[str, dict[str, float]]) -> list[str
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.regression", description=__doc__.splitlines()[0])
-    parser.add_argument("--update", action="store_true", help="rewrite the committed reference scores")
+def dirty_tree() -> str | None:
+    """Why ``--update`` must refuse to write (uncommitted changes to tracked files, or no checkout), else None."""
+    from bench.environment import git_commit
+
+    commit = git_commit()
+    if commit is None:
+        return "--update rewrites results/reference/ of a hashbench git checkout; this is not one"
+    if commit.endswith("+dirty"):
+        return ("--update needs a clean tree so that the reference names a real commit: commit or stash your "
+                "changes first (git status)")
+    return None
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m bench.regression") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--update", action="store_true",
+                        help="rewrite the committed reference scores (from a clean checkout only)")
+    parser.add_argument("--sweep", action="append", choices=[s.name for s in SWEEPS], default=None,
+                        help="only this sweep (repeatable; default: all)")
     args = parser.parse_args(argv)
     if args.update and not isinstance(REFERENCE_DIR, Path):
         print("error: --update rewrites results/reference/ of a hashbench checkout; this is an installed copy",
               file=sys.stderr)
         return 2
+    if args.update and (why := dirty_tree()):
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     failed = False
     for sweep in SWEEPS:
+        if args.sweep and sweep.name not in args.sweep:
+            continue
         got = compute(sweep)
         if args.update:
             REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
             from bench.environment import git_commit, package_versions
 
             sweep.path.write_text(json.dumps({
-                "sweep": {k: v for k, v in sweep.__dict__.items()}, "tolerance": TOLERANCE,
+                "sweep": {**{k: v for k, v in sweep.__dict__.items()}, "methods": list(sweep.method_names())},
+                "tolerance": TOLERANCE,
                 "produced_with": {"git_commit": git_commit(), **package_versions()}, "scores": got,
             }, indent=2, sort_keys=True, default=list) + "\n")
-            print(f"wrote {sweep.path}")
+            print(f"wrote {sweep.path}", file=sys.stderr)
             continue
         problems = compare(sweep, got)
         failed |= bool(problems)

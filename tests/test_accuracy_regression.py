@@ -1,21 +1,66 @@
 """CI's accuracy guard: the committed reference scores must be reproduced."""
+import json
+import os
+
 import pytest
 
 from bench import regression
+from bench.cli import main as cli_main
 
 
 @pytest.mark.parametrize("sweep", regression.SWEEPS, ids=lambda s: s.name)
 def test_reference_scores_are_reproduced(sweep):
+    if sweep.dataset == "cifar10":
+        from hashbench.datasets.cifar10 import ENV_VAR
+
+        if not os.environ.get(ENV_VAR):
+            pytest.skip(f"no CIFAR-10 copy here (${ENV_VAR}); CI and development machines have one")
     problems = regression.compare(sweep, regression.compute(sweep))
     assert not problems, "\n".join(problems)
 
 
 def test_the_guard_notices_a_moved_score():
     sweep = regression.SWEEPS[0]
-    import json
-
     want = json.loads(sweep.path.read_text())["scores"]
     key = next(iter(want))
     moved = {k: dict(v) for k, v in want.items()}
     moved[key]["map_tie_aware"] += 2 * regression.TOLERANCE
     assert regression.compare(sweep, moved) and not regression.compare(sweep, want)
+
+
+def test_a_method_without_a_reference_entry_fails_until_one_is_added():
+    sweep = regression.SWEEPS[0]
+    want = json.loads(sweep.path.read_text())["scores"]
+    got = {**want, "newhash/16/0": {"map_tie_aware": 0.5, "map_all": 0.5}}
+    problems = regression.compare(sweep, got)
+    assert problems == [f"{sweep.name}: newhash/16/0 has no reference entry: run `python -m bench reference --update`"]
+
+
+def test_every_builtin_method_is_in_the_cifar10_sweep():
+    from hashbench.methods.registry import BUILTIN
+
+    sweep = next(s for s in regression.SWEEPS if s.name == "cifar10-ci")
+    assert set(sweep.method_names()) == set(BUILTIN)
+    assert sweep.bits == (32, 64) and sweep.protocol == "ci" and sweep.seeds == (0,)
+    stored = json.loads(sweep.path.read_text())
+    assert {key.split("/")[0] for key in stored["scores"]} == set(BUILTIN)
+    assert not stored["produced_with"]["git_commit"].endswith("+dirty")  # --update names a real commit
+
+
+def test_update_refuses_a_dirty_tree_and_writes_nothing(monkeypatch, capsys):
+    import bench.environment
+
+    before = {s.name: s.path.read_bytes() for s in regression.SWEEPS if s.path.is_file()}
+    monkeypatch.setattr(bench.environment, "git_commit", lambda: "0123abcd+dirty")
+    computed = []
+    monkeypatch.setattr(regression, "compute", lambda sweep: computed.append(sweep) or {})
+    assert cli_main(["reference", "--update"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "clean tree" in err
+    assert computed == []
+    assert before == {s.name: s.path.read_bytes() for s in regression.SWEEPS if s.path.is_file()}
+
+
+def test_unknown_sweep_is_a_usage_error(capsys):
+    assert cli_main(["reference", "--sweep", "nope"]) == 2
+    assert "unknown reference sweep 'nope'" in capsys.readouterr().err
