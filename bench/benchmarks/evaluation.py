@@ -1,7 +1,7 @@
 """Speed and memory of `bench.evaluation` next to two yardsticks, measured in one process.
 
 * faiss ``IndexBinaryFlat.search`` for the top 1,000 of every query: what a retrieval library pays only
-  to list neighbours. Target: the whole `evaluate` within 1.5x of it.
+  to list neighbours. Target: the whole `evaluate` at most 1.0x its time (0.28x measured).
 * The per-query evaluator that most hashing code copies (``CalcTopMap``: relevance by a label
   product, float Hamming distances from a +-1 inner product, ``np.argsort``, cumulative sums).
   Target: `evaluate` at least 20x faster.
@@ -29,6 +29,12 @@ from bench import evaluation
 CIFAR_SHAPE = {"n_query": 1000, "n_db": 59000, "n_bits": 64, "n_classes": 10, "topk": 1000}
 NUS_WIDE_SHAPE = {"n_query": 2100, "n_db": 193734, "n_bits": 64, "n_labels": 21, "topk": 5000}
 T = TypeVar("T")
+
+
+# The CI gates (tests/benchmarks/test_evaluation_speed.py): the engine against faiss's top-K search and
+# against the usual per-query argsort evaluator, both ratios measured in one run.
+MAX_OVER_FAISS = 1.0
+MIN_SPEEDUP_OVER_ARGSORT = 20.0
 
 
 def clustered_codes(n_query: int, n_db: int, n_bits: int, n_classes: int, *, flip: float = 0.3,
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     print("CIFAR-10 shape (1,000 x 59,000, 64 bits, 10 classes, top 1,000), one thread:")
     for key, value in cifar.items():
         print(f"  {key:28s} {value:10.4f}")
-    print(f"  target: evaluate <= 1.5 x faiss ({'met' if cifar['evaluate_over_faiss'] <= 1.5 else 'MISSED'}), "
+    print(f"  target: evaluate <= 1.0 x faiss ({'met' if cifar['evaluate_over_faiss'] <= MAX_OVER_FAISS else 'MISSED'}), "
           f">= 20 x faster than CalcTopMap ({'met' if cifar['speedup_over_calc_top_map'] >= 20 else 'MISSED'})")
     if not args.skip_memory:
         nus = measure_nus_wide_memory()

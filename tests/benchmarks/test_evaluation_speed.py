@@ -17,15 +17,15 @@ def cifar_timings():
     return bench_eval.measure_cifar_shape(repeat=5, repeat_naive=2)
 
 
-def test_evaluate_within_1_5x_of_faiss_top1000_search(cifar_timings):
+def test_evaluate_at_most_1x_a_faiss_top1000_search(cifar_timings):
     t = cifar_timings
-    assert t["evaluate_over_faiss"] <= 1.5, (
+    assert t["evaluate_over_faiss"] <= bench_eval.MAX_OVER_FAISS, (
         f"evaluate {t['evaluate_ms']:.1f} ms vs faiss IndexBinaryFlat top-1000 {t['faiss_search_ms']:.1f} ms")
 
 
 def test_evaluate_20x_faster_than_calc_top_map(cifar_timings):
     t = cifar_timings
-    assert t["speedup_over_calc_top_map"] >= 20, (
+    assert t["speedup_over_calc_top_map"] >= bench_eval.MIN_SPEEDUP_OVER_ARGSORT, (
         f"evaluate {t['evaluate_ms']:.1f} ms vs CalcTopMap {t['calc_top_map_ms']:.1f} ms")
     # Same metric up to how the copied evaluator's unstable argsort orders ties.
     assert t["map_at_1000"] == pytest.approx(t["calc_top_map_at_1000"], abs=2e-3)
