@@ -141,8 +141,8 @@ def train_deepbit(
     SGD with momentum, as the release restarts the solver. ``history`` has, per block of one pass
     over the rows (the last block of a stage may be shorter), the block means of ``loss`` (the
     minimised objective), ``quantization``, ``balance`` (both branches summed in stage 2) and
-    ``rotation`` (the unweighted ``R`` of the batches, also monitored in stage 1), plus ``stage``
-    and ``lr`` at the block's end.
+    ``rotation`` (the unweighted ``R`` of the batches; in stage 1, where it is only watched, ``R`` of the
+    block's last batch), plus ``stage`` and ``lr`` at the block's end.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}")
@@ -164,19 +164,24 @@ def train_deepbit(
         optimizer = _sgd(head, lr, momentum, weight_decay)
         stream = _index_stream(n, batch, generator)
         block = max(1, math.ceil(n / batch))
-        sums = torch.zeros(4, device=dev)
-        in_block = 0
+        block_terms: list[tuple[torch.Tensor, ...]] = []  # (loss, quantization, balance) of the block's steps
+        block_r: list[torch.Tensor] = []  # R of the block's steps (stage 1: its last step only)
         for t in tqdm(range(n_iter), desc=f"deepbit stage {stage}", unit="it", disable=None, leave=False):
             current_lr = lr * lr_gamma ** (t // step_size)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr * group["lr_mult"]
             index = next(stream).to(dev)
             F_x = head(data[index])
+            closes_block = len(block_terms) + 1 == block or t == n_iter - 1
             if stage == 1:
                 q, e = quantization_loss(F_x), balance_loss(F_x, balance_estimator)
                 loss = w_q * q + w_e * e
-                with torch.no_grad():
-                    r = rotation_loss(F_x, head(view_data[index]), C)
+                # R is only watched in stage 1: measured on the block's last batch, since a forward pass of
+                # every batch's V views would cost more than the training step itself (V = 4 at batch 32)
+                r = None
+                if closes_block:
+                    with torch.no_grad():
+                        r = rotation_loss(F_x, head(view_data[index]), C)
             else:
                 F_v = head(view_data[index])
                 F_all = torch.cat([F_x, F_v.reshape(-1, n_bits)])
@@ -187,16 +192,19 @@ def train_deepbit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            sums += torch.stack([loss.detach(), q.detach(), e.detach(), r.detach()])
-            in_block += 1
-            if in_block == block or t == n_iter - 1:
-                for key, value in zip(("loss", "quantization", "balance", "rotation"), (sums / in_block).tolist()):
+            block_terms.append((loss.detach(), q.detach(), e.detach()))
+            if r is not None:
+                block_r.append(r.detach())
+            if closes_block:
+                # one host sync per block: the per-step scalars stay on the device until here
+                means = torch.stack([torch.stack(t) for t in block_terms]).mean(0).tolist()
+                means.append(float(torch.stack(block_r).mean()))
+                for key, value in zip(("loss", "quantization", "balance", "rotation"), means):
                     history[key].append(float(value))
                 history["stage"].append(float(stage))
                 history["lr"].append(float(current_lr))
                 log_epoch(f"deepbit stage {stage}", len(history["lr"]), history)
-                sums.zero_()
-                in_block = 0
+                block_terms, block_r = [], []
 
     return DeepBitFit(
         weight=head.linear.weight.detach().cpu().numpy().T.astype(np.float32),

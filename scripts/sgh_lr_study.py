@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n-val", type=int, default=1000)
     ap.add_argument("--val-seed", type=int, default=12345)
+    ap.add_argument("--schedules", nargs="+", choices=list(SCHEDULES), default=list(SCHEDULES))
     ap.add_argument("--out", default="sgh_lr_study.jsonl")
     args = ap.parse_args()
 
@@ -54,6 +55,8 @@ def main() -> None:
                 done[(row["schedule"], row["bits"], row["seed"])] = row["val_map_all"]
     scores: dict[str, list[float]] = {}
     for name, params in SCHEDULES.items():
+        if name not in args.schedules:
+            continue
         for bits in args.bits:
             for seed in args.seeds:
                 if (name, bits, seed) in done:

@@ -1,0 +1,222 @@
+"""Training cost of each torch method against a bare torch loop of the same layers, losses and batch.
+
+For a method, ``fit`` runs its default schedule shortened to a few epochs on synthetic CIFAR-10-shaped
+inputs (5,000 training rows of 1,280 features; synthetic side inputs of the real shapes); its bare loop
+builds the same network from the method's own model module, draws batches of the same size and takes the
+same number of optimiser steps with the same losses, and does nothing else: no input checks, no
+per-epoch history, no progress display, no learning-rate bookkeeping, no post-training state. The cost
+of an epoch is the difference between a fit of ``3 E`` and one of ``E`` epochs (`FIT_PARAMS`), divided by
+``2 E``, for both: a fit's fixed costs (input checks, the final pass that sets thresholds or anchors) are
+paid once per fit, not per epoch, and are reported apart (``fixed_s``). The ratio of the two per-epoch
+costs is the harness's overhead on the training loop; CI gates it at `MAX_RATIO` per method
+(tests/benchmarks/test_training_epoch_speed.py). Rounds alternate (bare, fit) and the ratio is the median
+of the paired ratios, which cancels slow drifts of a shared machine; one torch thread.
+
+    .venv/bin/python -m bench.benchmarks.training_epoch [METHOD ...]
+
+A new torch method adds its bare loop to `BARE_LOOPS` (the test fails for a torch method without one).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+MAX_RATIO = 1.3
+N_TRAIN, N_FEATURES, N_BITS, N_TAGS, N_VIEWS = 5000, 1280, 64, 1000, 4
+
+
+def inputs(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Features (5,000 x 1,280 float32, 10 clusters) and side inputs: ``tags`` (10-hot over 1,000),
+    ``views`` (5,000 x 4 x 1,280, the rows plus small noise)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((10, N_FEATURES)).astype(np.float32)
+    labels = rng.integers(0, 10, N_TRAIN)
+    X = np.abs(centres[labels] + 0.5 * rng.standard_normal((N_TRAIN, N_FEATURES)).astype(np.float32))
+    tags = np.zeros((N_TRAIN, N_TAGS), np.float32)
+    for i, c in enumerate(labels):
+        tags[i, rng.choice(N_TAGS // 10, 10, replace=False) + 100 * c] = 1.0
+    views = X[:, None, :] + 0.05 * rng.standard_normal((N_TRAIN, N_VIEWS, N_FEATURES)).astype(np.float32)
+    return X, {"tags": tags, "views": views.astype(np.float32)}
+
+
+# ------------------------------------------------------------------ the methods' fits, a few epochs each
+
+FIT_PARAMS: dict[str, dict] = {  # E; the long fit multiplies each by LONG
+    "sgh": {"epochs": 10.0},  # 100 steps of 500 rows
+    "deepbit": {"stage1_epochs": 0.5, "stage2_epochs": 0.05},  # 78 + 42 steps of 32 and 6 images
+    "lagnh": {"epochs": 1},  # 20 batches x (1 + 5) steps
+}
+LONG = 3
+
+
+def _steps(method: str, model) -> dict:
+    """What the bare loop must repeat to match the fitted ``model`` (its resolved schedule)."""
+    if method == "sgh":
+        return {"n_iter": int(model.resolved_params_["iterations"]), "batch": int(model.batch_size)}
+    if method == "deepbit":
+        r = model.resolved_params_
+        return {"iterations": (int(r["stage1_iterations"]), int(r["stage2_iterations"])),
+                "batches": (int(model.batch_size), int(r["stage2_images_per_batch"]))}
+    if method == "lagnh":
+        schedule = model._schedule()
+        return {"epochs": len(model.history_["loss_g"]), "batch": int(schedule["batch_size"]),
+                "g_steps": int(schedule["g_steps"])}
+    raise KeyError(method)
+
+
+# ------------------------------------------------------------------ bare loops
+
+def bare_sgh(X, side, steps, params) -> None:
+    import torch
+
+    from hashbench.methods.sgh_model import SGHNet, sample_thresholds, sgh_loss
+
+    g = torch.Generator().manual_seed(0)
+    Xs = (X - X.mean(0)) / X.std(0).clip(1e-7)
+    net = SGHNet(X.shape[1], N_BITS, Xs.mean(0), Xs.var(0).clip(1e-7), g)
+    data = torch.from_numpy(np.ascontiguousarray(Xs, np.float32))
+    opt = torch.optim.Adam(net.parameters(), lr=params["lr"])
+    for _ in range(steps["n_iter"]):
+        idx = torch.randint(len(data), (steps["batch"],), generator=g)
+        thr = sample_thresholds(params["xi"], (steps["batch"], N_BITS), g)
+        loss, _, _ = sgh_loss(net, data[idx], thr, params["alpha"], params["beta"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def bare_deepbit(X, side, steps, params) -> None:
+    import torch
+
+    from hashbench.methods.deepbit_model import (DeepBitHead, balance_loss, quantization_loss, rotation_loss,
+                                                 rotation_weights)
+
+    g = torch.Generator().manual_seed(0)
+    head = DeepBitHead(X.shape[1], N_BITS, params["activation"], params["init_std"], g)
+    data, views = torch.from_numpy(X), torch.from_numpy(side["views"])
+    C = rotation_weights(params["view_angles"], params["angle_scale"])
+    w_q, w_e, w_r = params["quantization_weight"], params["balance_weight"], params["rotation_weight"]
+    for stage, (n_iter, batch) in enumerate(zip(steps["iterations"], steps["batches"]), start=1):
+        opt = torch.optim.SGD(head.parameters(), lr=params[f"stage{stage}_lr"], momentum=params["momentum"],
+                              weight_decay=params["weight_decay"])
+        for _ in range(n_iter):
+            idx = torch.randint(len(data), (batch,), generator=g)
+            F_x = head(data[idx])
+            if stage == 1:
+                loss = w_q * quantization_loss(F_x) + w_e * balance_loss(F_x, params["balance_estimator"])
+            else:
+                F_v = head(views[idx])
+                F_all = torch.cat([F_x, F_v.reshape(-1, N_BITS)])
+                loss = (w_q * (quantization_loss(F_x) + quantization_loss(F_all))
+                        + w_e * (balance_loss(F_x, params["balance_estimator"])
+                                 + balance_loss(F_all, params["balance_estimator"]))
+                        + w_r * rotation_loss(F_x, F_v, C))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def bare_lagnh(X, side, steps, params) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from hashbench.methods.lagnh_model import Discriminator, LAGNHNet, reconstruction_target
+
+    torch.manual_seed(0)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
+    data, tags = torch.from_numpy(np.ascontiguousarray(Xn, np.float32)), torch.from_numpy(side["tags"])
+    net = LAGNHNet(X.shape[1], tags.shape[1], N_BITS, embed_dim=params["embed_dim"], hidden=params["hidden"],
+                   dropout=params["dropout"])
+    disc = Discriminator(N_BITS)
+    opt_g = torch.optim.Adam(net.parameters(), lr=params["lr"])
+    opt_d = torch.optim.Adam(disc.parameters(), lr=params["lr"])
+    soft_margin = torch.nn.MultiLabelSoftMarginLoss()
+    net.train()
+    for _ in range(steps["epochs"]):
+        perm = torch.randperm(len(data))
+        for lo in range(0, len(data), steps["batch"]):
+            idx = perm[lo:lo + steps["batch"]]
+            xb, pb = data[idx], tags[idx]
+            target = reconstruction_target(params["rec_target"], pb, xb)
+            with torch.no_grad():
+                z_fake, _, _ = net(xb, pb, params["sigma"])
+            d_real, d_fake = disc(torch.randn(z_fake.shape)), disc(z_fake)
+            loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            for _ in range(steps["g_steps"]):
+                z, logits, _ = net(xb, pb, params["sigma"])
+                d_out = disc(z)
+                zn = F.normalize(z, dim=1)
+                loss = (F.mse_loss(z, torch.sign(z)) * params["lamda"]
+                        + F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out)) * params["adv_weight"]
+                        + soft_margin(logits, pb) * params["alpha"]
+                        + F.mse_loss(F.relu(zn @ zn.T), target) * params["beta"])
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_g.step()
+
+
+BARE_LOOPS: dict[str, Callable] = {"sgh": bare_sgh, "deepbit": bare_deepbit, "lagnh": bare_lagnh}
+# Registered methods that train with another method's loop (the same function, other switches).
+SAME_LOOP = {"lagnh-noaux": "lagnh", "lagnh-noadv": "lagnh", "lagnh-norec": "lagnh", "lagnh-noatt": "lagnh"}
+
+
+def measure(method: str, *, rounds: int = 3, seed: int = 0) -> dict:
+    """Per-epoch cost of ``method``'s fit and of its bare loop, their ratio (median of the paired ratios of
+    ``rounds`` rounds) and the fit's fixed cost, in seconds (one torch thread)."""
+    import torch
+
+    from hashbench.methods.registry import get_method
+
+    X, side = inputs(seed)
+    cls = get_method(method)
+    fit_side = {k: side[k] for k in cls.side_inputs}
+    base = {**cls(N_BITS).get_params(), "device": "cpu"}
+    short = {**base, **FIT_PARAMS[method]}
+    long = {**base, **{k: v * LONG for k, v in FIT_PARAMS[method].items()}}
+    epochs = {"short": 1.0, "long": float(LONG)}  # in units of E
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        steps = {}
+        for name, params in (("short", short), ("long", long)):  # warm-up, and what the bare loop repeats
+            steps[name] = _steps(method, cls(**params).fit(X, **fit_side))
+        times = {k: [] for k in ("bare_short", "bare_long", "fit_short", "fit_long")}
+        for _ in range(rounds):
+            for name, params in (("short", short), ("long", long)):
+                t0 = time.perf_counter()
+                BARE_LOOPS[method](X, side, steps[name], params)
+                times[f"bare_{name}"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                cls(**params).fit(X, **fit_side)
+                times[f"fit_{name}"].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    span = epochs["long"] - epochs["short"]
+    fit_epoch = [(lo_ - sh) / span for lo_, sh in zip(times["fit_long"], times["fit_short"])]
+    bare_epoch = [(lo_ - sh) / span for lo_, sh in zip(times["bare_long"], times["bare_short"])]
+    paired = sorted(f / b for f, b in zip(fit_epoch, bare_epoch))
+    fixed = [sh - e for sh, e in zip(times["fit_short"], fit_epoch)]
+    return {"fit_epoch_s": float(np.median(fit_epoch)), "bare_epoch_s": float(np.median(bare_epoch)),
+            "ratio": paired[len(paired) // 2], "paired_ratios": paired, "fixed_s": float(np.median(fixed)),
+            "epoch_unit": FIT_PARAMS[method], "steps": steps["short"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    names = (argv if argv is not None else sys.argv[1:]) or list(BARE_LOOPS)
+    for name in names:
+        m = measure(name)
+        print(f"{name:10s} epoch unit {m['epoch_unit']}: fit {m['fit_epoch_s']:6.2f} s, bare loop "
+              f"{m['bare_epoch_s']:6.2f} s, ratio {m['ratio']:.3f} (target <= {MAX_RATIO}; paired "
+              f"{', '.join(f'{r:.3f}' for r in m['paired_ratios'])}); the fit's fixed cost {m['fixed_s']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
