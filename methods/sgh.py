@@ -11,17 +11,23 @@ sigmoid; `methods.sgh_model` has the exact forward and backward). A query's code
 ``1[σ(x W + b) > 0.5]``, i.e. ``z = x W + b``.
 
 Defaults are the authors' MNIST demo (``doubling/Stochastic_Generative_Hashing``,
-``sgh_notebook/stochastic_hashing.py``): α = β = 1e-3, Adam with lr 1e-2 halved every 2,000
-iterations, batches of 500 rows drawn with replacement, 5,000 iterations, initial ``s`` = the
+``sgh_notebook/stochastic_hashing.py``): α = β = 1e-3, Adam at 5e-3 halved every 2,000 iterations
+(the demo's intent; its code trains at a constant 1e-2, see below), batches of 500 rows drawn with replacement, 5,000 iterations, initial ``s`` = the
 per-dimension variance and ``m`` = the mean. Adaptations to other inputs, each a parameter:
 
 * **Iteration counts scale with the training-set size.** The demo's 5,000 × 500 rows on MNIST's 60,000
   are ``epochs = 5000·500/60000 ≈ 41.7`` passes, its halving every ``2000·500/60000 ≈ 16.7`` passes.
   On ``n`` rows SGH runs ``round(epochs · n / batch_size)`` steps and halves the rate every
   ``round(halve_every_epochs · n / batch_size)`` steps (at least one of each).
-* **The halving is the demo's intent, not its effect:** the TF code halves a Python float after the
-  optimiser was built, which changes nothing. ``halve_every_epochs=None`` reproduces the released
-  constant rate.
+* **The learning rate: the demo's intent, not its effect.** The TF code builds Adam with 1e-2, then
+  halves a Python float ``if i % 2000 == 0`` (from ``i = 0``), which never reaches the optimiser: the
+  released code trains at a constant 1e-2 (``lr=1e-2, halve_every_epochs=None``). The halving's literal
+  intent starts at 5e-3 (halved at ``i = 0``) and halves every 2,000 iterations: the default here
+  (``lr=5e-3``, ``halve_every_epochs`` ≈ 16.7), chosen on validation splits drawn from the training
+  split only (``scripts/sgh_lr_study.py``: 1,000 of the 5,000 training items as queries, the other 4,000
+  as fitting set and database, 32 bits, mAP@all, mean of seeds 0-2): CIFAR-10 0.2778 against 0.2687
+  for the constant rate (and 0.2696 for this harness's former default, the halving started from 1e-2,
+  which neither the code nor its intent does); Fashion-MNIST 0.5002 against 0.4842.
 * **Standardisation** (``standardize=True``): each input dimension is centred and divided by its
   training standard deviation (1 where it is below 1e-7) before training. The demo feeds MNIST pixels
   in [0, 1], for which ``W ~ N(0, 1/d)`` gives logits of order 1; CNN features have no fixed scale and
@@ -48,8 +54,8 @@ also far steadier across seeds (0.243/0.243 against 0.246/0.208), but loses on [
 demo's input, for which ``standardize=False`` is the faithful setting. (CIFAR-10: the lossy JPEG
 copy of the images, features at the extractor's 96 px input.) Not adopted, for the record: on the
 same CIFAR-10 features ``lr=1e-3`` gives 0.291 (seed 0) against 0.243 at the demo's 1e-2, as the
-dossier anticipated for CNN features; the rate stays the authors' until a sweep on the benchmark's
-own split decides.
+dossier anticipated for CNN features (measured before the rate became the demo's intent, 5e-3; a
+rate outside the authors' code is left to a tuning sweep on a validation split).
 """
 from __future__ import annotations
 
@@ -91,7 +97,8 @@ class SGH(Hasher):
         xi: ``"stochastic"`` (ξ ~ U(0, 1), default) or ``"deterministic"`` (ξ = 0.5) while training.
         alpha: weight of the encoder's cross-entropy term (1e-3).
         beta: weight decay on ``U`` and ``W`` (1e-3).
-        lr: Adam's initial learning rate (1e-2).
+        lr: Adam's initial learning rate (5e-3: the demo's intent, see the module docstring; 1e-2 with
+            ``halve_every_epochs=None`` is what the released code does).
         batch_size: rows per step, drawn with replacement (500).
         epochs: passes over the training rows (≈ 41.7, the demo's; see the module docstring).
         halve_every_epochs: passes between learning-rate halvings (≈ 16.7); None keeps it constant.
@@ -135,7 +142,7 @@ class SGH(Hasher):
         xi: str = "stochastic",
         alpha: float = 1e-3,
         beta: float = 1e-3,
-        lr: float = 1e-2,
+        lr: float = 5e-3,
         batch_size: int = 500,
         epochs: float = DEMO_EPOCHS,
         halve_every_epochs: float | None = DEMO_HALVE_EVERY_EPOCHS,
