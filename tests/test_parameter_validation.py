@@ -91,6 +91,19 @@ BAD = {
         "init_std": POSITIVE_REAL,
         "device": DEVICE,
     },
+    "tbh": {
+        "seed": TORCH_SEED,
+        "schedule": OPTIONS + ["gpu"],
+        "iterations": POSITIVE_INT,
+        "batch_size": POSITIVE_INT + [1],  # the graph needs two rows
+        "lr": [0, 0.0, -1e-3, NAN, INF, "abc", True],
+        "hidden": POSITIVE_INT + [None],
+        "continuous_dim": POSITIVE_INT + [None],
+        "graph_power": POSITIVE_REAL,
+        "output": OPTIONS + ["sigmoid"],
+        "xi": OPTIONS,
+        "device": DEVICE,
+    },
     "lagnh": {
         "seed": [2**64 - 1],  # the prior's generator takes seed + 1
         "schedule": OPTIONS + ["slow"],
@@ -141,6 +154,16 @@ GOOD = {
         "stage1_epochs": [0, 0.0, np.float64(1.5)],
         "stage2_batch_pairs": [1, np.int64(30)],
         "momentum": [0, np.float32(0.9)],
+    },
+    "tbh": {
+        "seed": [2**64 - 1],
+        "schedule": ["cpu", "authors"],
+        "iterations": [None, 1, np.int64(100_000)],
+        "batch_size": [None, 2, np.int64(400)],
+        "lr": [None, 1e-4, np.float32(1e-3)],
+        "graph_power": [1.4, 1, np.float64(2.0)],
+        "output": ["relu", "linear"],
+        "xi": ["deterministic", "stochastic"],
     },
     "lagnh": {
         "seed": [2**64 - 2],
