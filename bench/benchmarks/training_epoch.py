@@ -49,6 +49,7 @@ FIT_PARAMS: dict[str, dict] = {  # E; the long fit multiplies each by LONG
     "sgh": {"epochs": 10.0},  # 100 steps of 500 rows
     "deepbit": {"stage1_epochs": 0.5, "stage2_epochs": 0.05},  # 78 + 42 steps of 32 and 6 images
     "lagnh": {"epochs": 1},  # 20 batches x (1 + 5) steps
+    "tbh": {"iterations": 50},  # 50 steps of 100 rows: one pass
 }
 LONG = 3
 
@@ -65,6 +66,9 @@ def _steps(method: str, model) -> dict:
         schedule = model._schedule()
         return {"epochs": len(model.history_["loss_g"]), "batch": int(schedule["batch_size"]),
                 "g_steps": int(schedule["g_steps"])}
+    if method == "tbh":
+        r = model.resolved_params_
+        return {"n_iter": int(r["iterations"]), "batch": int(r["batch_size"]), "lr": float(r["lr"])}
     raise KeyError(method)
 
 
@@ -163,7 +167,32 @@ def bare_lagnh(X, side, steps, params) -> None:
                 opt_g.step()
 
 
-BARE_LOOPS: dict[str, Callable] = {"sgh": bare_sgh, "deepbit": bare_deepbit, "lagnh": bare_lagnh}
+def bare_tbh(X, side, steps, params) -> None:
+    import torch
+
+    from hashbench.methods.sgh_model import sample_thresholds
+    from hashbench.methods.tbh_model import TBHNet, sample_priors, tbh_losses
+
+    g = torch.Generator().manual_seed(0)
+    net = TBHNet(X.shape[1], N_BITS, hidden=params["hidden"], continuous_dim=params["continuous_dim"],
+                 graph_power=params["graph_power"], output=params["output"], generator=g)
+    data = torch.from_numpy(X)
+    actor, critic = net.actor_parameters(), net.critic_parameters()
+    actor_opt, critic_opt = torch.optim.Adam(actor, lr=steps["lr"]), torch.optim.Adam(critic, lr=steps["lr"])
+    for _ in range(steps["n_iter"]):
+        idx = torch.randint(len(data), (steps["batch"],), generator=g)
+        thr = sample_thresholds(params["xi"], (steps["batch"], N_BITS), g)
+        prior_b, prior_c = sample_priors(steps["batch"], N_BITS, params["continuous_dim"], g)
+        losses = tbh_losses(net, data[idx], thr, prior_b, prior_c)
+        for p, grad in zip(actor, torch.autograd.grad(losses["actor"], actor, retain_graph=True)):
+            p.grad = grad
+        for p, grad in zip(critic, torch.autograd.grad(losses["critic"], critic)):
+            p.grad = grad
+        actor_opt.step()
+        critic_opt.step()
+
+
+BARE_LOOPS: dict[str, Callable] = {"sgh": bare_sgh, "deepbit": bare_deepbit, "lagnh": bare_lagnh, "tbh": bare_tbh}
 # Registered methods that train with another method's loop (the same function, other switches).
 SAME_LOOP = {"lagnh-noaux": "lagnh", "lagnh-noadv": "lagnh", "lagnh-norec": "lagnh", "lagnh-noatt": "lagnh"}
 
