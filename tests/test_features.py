@@ -402,9 +402,9 @@ def test_black_corner_rotation_keeps_the_scale_and_fills_the_outside_with_black(
 def test_views_rotation_setting_is_logged_and_keys_the_cache(data_home, forward_counter):
     data = _rgb(4)
     rows = np.arange(4)
-    crop, crop_info = compute_side(data, "views", indices=rows, input_size=SIZE, angles=(10,))
-    black, black_info = compute_side(data, "views", indices=rows, input_size=SIZE, angles=(10,),
-                                     rotation="black-corners")
+    crop, crop_info = compute_side(data, "views", indices=rows, input_size=SIZE, angles=(10,),
+                                   rotation="inscribed-crop")
+    black, black_info = compute_side(data, "views", indices=rows, input_size=SIZE, angles=(10,))  # the default
     assert crop_info["rotation"] == "inscribed-crop" and black_info["rotation"] == "black-corners"
     assert crop_info["cache"] != black_info["cache"]
     assert forward_counter["images"] == 8  # the second rotation did not reuse the first's cache
