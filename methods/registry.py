@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "sgh": "hashbench.methods.sgh",
     "sgh-graph": "hashbench.methods.sgh_graph",
     "deepbit": "hashbench.methods.deepbit",
+    "cibhash": "hashbench.methods.cibhash",
     "lagnh": "hashbench.methods.lagnh",
     "lagnh-noaux": "hashbench.methods.lagnh",
     "lagnh-noadv": "hashbench.methods.lagnh",
