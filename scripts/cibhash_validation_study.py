@@ -48,7 +48,12 @@ def main() -> None:
     ap.add_argument("--config", action="append", default=[], help="JSON hyper-parameters (repeatable)")
     ap.add_argument("--baseline", action="append", default=[], help="another method scored the same way, e.g. itq")
     ap.add_argument("--out", default="cibhash_validation.jsonl")
+    ap.add_argument("--threads", type=int, default=None, help="torch (and ONNX Runtime) threads; default torch's")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     data = load_dataset(args.dataset)
     split = make_split(get_protocol(args.dataset), data)
