@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "sgh-graph": "hashbench.methods.sgh_graph",
     "deepbit": "hashbench.methods.deepbit",
     "tbh": "hashbench.methods.tbh",
+    "cibhash": "hashbench.methods.cibhash",
     "lagnh": "hashbench.methods.lagnh",
     "lagnh-noaux": "hashbench.methods.lagnh",
     "lagnh-noadv": "hashbench.methods.lagnh",

@@ -15,7 +15,7 @@ or one pytest case per check::
 The checks run on small synthetic data: `make_features` draws clustered Gaussian features (300 × 32 by
 default) and `make_side_inputs` draws every side input the class declares in ``cls.side_inputs``
 from the generators in `SIDE_INPUT_GENERATORS` (``tags``: (n, 20) 0/1 multi-hot, ``views``:
-(n, 4, d) noisy copies of the features). A method with a new side input adds its generator there.
+(n, 4, d) noisy copies of the features, ``aug_views``: (n, 8, d) noisier copies). A method with a new side input adds its generator there.
 
 Slow methods may declare small hyper-parameters for these checks in a class attribute
 ``conformance_params`` (a dict passed to ``__init__``); keyword arguments given to `check_hasher` /
@@ -68,10 +68,20 @@ def make_views(X: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, n_
     return (X[:, None, :] + noise).astype(np.float32)
 
 
+def make_aug_views(X: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, n_views: int = 8) -> np.ndarray:
+    """A pool of randomly augmented views, float32 (n, n_views, d): each view is ``X`` scaled by a factor
+    ``U(0.8, 1.2)`` (per view) plus N(0, 0.5²) noise, a stand-in for crops and colour changes that keep
+    an item in its cluster."""
+    scale = rng.uniform(0.8, 1.2, size=(X.shape[0], n_views, 1))
+    noise = 0.5 * rng.standard_normal((X.shape[0], n_views, X.shape[1]))
+    return (X[:, None, :] * scale + noise).astype(np.float32)
+
+
 # side-input name -> generator(X, clusters, rng) -> array with X.shape[0] rows.
 SIDE_INPUT_GENERATORS: dict[str, Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]] = {
     "tags": make_tags,
     "views": make_views,
+    "aug_views": make_aug_views,
 }
 
 
@@ -489,13 +499,15 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone  # noqa: E402
 SKLEARN_CHECK_BITS = 2  # the checks' data can have 2 features: PCA-based methods need n_bits <= d
 
 
-def row_side_inputs(names: tuple[str, ...], X: np.ndarray, *, n_tags: int = 20, n_views: int = 4) -> dict[str, np.ndarray]:
+def row_side_inputs(names: tuple[str, ...], X: np.ndarray, *, n_tags: int = 20, n_views: int = 4,
+                    n_aug_views: int = 8) -> dict[str, np.ndarray]:
     """Synthetic side inputs computed from each row of ``X`` alone (so codes stay row-independent and a
     row gets the same side inputs whatever batch it is in):
 
     * ``tags``: float32 (n, n_tags) 0/1, tag ``j`` set where ``x · w_j > 0`` for fixed Gaussian ``w_j``
       (drawn from seed 0 and the feature count);
-    * ``views``: float32 (n, n_views, d), view ``k`` = ``x · (1 + 0.01 (k + 1))``.
+    * ``views``: float32 (n, n_views, d), view ``k`` = ``x · (1 + 0.01 (k + 1))``;
+    * ``aug_views``: float32 (n, n_aug_views, d), view ``k`` = ``x · (1 + 0.05 (k + 1)) + 0.01 (k + 1)``.
 
     Raises `KeyError` for a side input without a generator here.
     """
@@ -508,6 +520,9 @@ def row_side_inputs(names: tuple[str, ...], X: np.ndarray, *, n_tags: int = 20, 
         elif name == "views":
             scale = 1.0 + 0.01 * np.arange(1, n_views + 1)
             out[name] = (X[:, None, :] * scale[None, :, None]).astype(np.float32)
+        elif name == "aug_views":
+            k = np.arange(1, n_aug_views + 1)[None, :, None]
+            out[name] = (X[:, None, :] * (1.0 + 0.05 * k) + 0.01 * k).astype(np.float32)
         else:
             raise KeyError(f"no row-wise generator for side input {name!r}; add one to methods.testing.row_side_inputs")
     return out

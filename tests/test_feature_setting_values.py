@@ -22,7 +22,7 @@ from hashbench.datasets.features.side import TAG_CACHE_K, side_function, side_na
 
 REPO = Path(__file__).resolve().parents[1]
 EFFNET = "the 'effnet-lite0' extractor"
-TAGS, VIEWS = "side input 'tags'", "side input 'views'"
+TAGS, VIEWS, AUG = "side input 'tags'", "side input 'views'", "side input 'aug_views'"
 INPUT_SIZE = "an int in the range [32, 1024]"
 BATCH = "None or an int in the range [1, inf)"
 DEVICE = "None or one of 'auto', 'cpu', 'cuda', 'cuda:<k>', 'mps'"
@@ -84,6 +84,17 @@ REFUSED = [
     ("views", "batch_size", 0, VIEWS, "0", BATCH),
     ("views", "device", "tpu", VIEWS, "'tpu'", DEVICE),
     ("views", "cache", 1, VIEWS, "1", "a bool"),
+    ("aug_views", "n_views", 1, AUG, "1", "an int in the range [2, inf)"),  # a method draws two different views
+    ("aug_views", "n_views", 0, AUG, "0", "an int in the range [2, inf)"),
+    ("aug_views", "n_views", 8.0, AUG, "8.0", "an int in the range [2, inf)"),
+    ("aug_views", "n_views", True, AUG, "True", "an int in the range [2, inf)"),
+    ("aug_views", "seed", -1, AUG, "-1", "an int in the range [0, 4294967295]"),
+    ("aug_views", "seed", 2 ** 32, AUG, "4294967296", "an int in the range [0, 4294967295]"),
+    ("aug_views", "seed", "0", AUG, "'0'", "an int in the range [0, 4294967295]"),
+    ("aug_views", "extractor", "pixels", AUG, "'pixels'", "a str among {'effnet-lite0'}"),
+    ("aug_views", "input_size", 8, AUG, "8", INPUT_SIZE),
+    ("aug_views", "batch_size", 0, AUG, "0", BATCH),
+    ("aug_views", "cache", 1, AUG, "1", "a bool"),
 ]
 
 
@@ -105,6 +116,8 @@ ACCEPTED = [
     ("tags", "input_size", None), ("tags", "input_size", 96), ("tags", "features_input_size", None),
     ("views", "angles", (0,)), ("views", "angles", [-10.5, 3]), ("views", "angles", np.array([1.0, -1.0])),
     ("views", "angles", (np.float32(2), np.int64(-2))), ("views", "extractor", "effnet-lite0"),
+    ("aug_views", "n_views", 2), ("aug_views", "n_views", np.int64(8)), ("aug_views", "seed", 0),
+    ("aug_views", "seed", 2 ** 32 - 1), ("aug_views", "extractor", "effnet-lite0"),
 ]
 
 

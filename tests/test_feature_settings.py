@@ -32,7 +32,7 @@ def test_valid_settings_pass():
     (("cifar10", None, {"input_sise": 96}, {}),
      r"unknown setting\(s\) \['input_sise'\] for the 'effnet-lite0' extractor; allowed: \['input_size', "),
     (("digits", "pixels", {"input_size": 32}, {}), r"unknown setting\(s\) \['input_size'\] for the 'pixels' extractor"),
-    (("cifar10", None, {}, {"captions": {}}), r"unknown side input 'captions'; known: tags, views"),
+    (("cifar10", None, {}, {"captions": {}}), r"unknown side input 'captions'; known: aug_views, tags, views"),
     (("cifar10", None, {}, {"tags": {"kk": 3}}), r"unknown setting\(s\) \['kk'\] for side input 'tags'"),
     (("cifar10", None, {}, {"tags": {}, "views": {"angle": 5}}), r"\['angle'\] for side input 'views'"),
     (("features", "effnet-lite0", {}, {}), r"features holds pre-extracted features and no images"),
@@ -88,11 +88,13 @@ EFFNET_INFO = {"name": "effnet-lite0", "dim": 1280, "input_size": 96, "weights_s
                "cache": "/tmp/x", "device": "cpu", "batch_size": 16}
 
 
-def test_views_follow_the_features_extractor_and_input_size():
-    assert inherited_side_settings("views", EFFNET_INFO) == {"extractor": "effnet-lite0", "input_size": 96}
-    assert inherited_side_settings("views", {**EFFNET_INFO, "input_size": 160})["input_size"] == 160
+@pytest.mark.parametrize("name", ["views", "aug_views"])
+def test_views_follow_the_features_extractor_and_input_size(name):
+    assert inherited_side_settings(name, EFFNET_INFO) == {"extractor": "effnet-lite0", "input_size": 96}
+    assert inherited_side_settings(name, {**EFFNET_INFO, "input_size": 160})["input_size"] == 160
+    assert inherited_side_settings(name, {**EFFNET_INFO, "runtime": "onnxruntime"})["runtime"] == "onnxruntime"
     for info in ({"name": "pixels", "dim": 64}, {"name": "precomputed"}, {}):
-        assert inherited_side_settings("views", info) == {}
+        assert inherited_side_settings(name, info) == {}
 
 
 def test_own_network_tags_read_the_features_input_size():
@@ -103,7 +105,7 @@ def test_own_network_tags_read_the_features_input_size():
 
 
 def test_inherited_settings_are_settings_the_side_inputs_take():
-    for name in ("tags", "views"):
+    for name in ("tags", "views", "aug_views"):
         check_settings("cifar10", None, {}, {name: inherited_side_settings(name, EFFNET_INFO)})
 
 

@@ -66,6 +66,17 @@ BAD = {
         "gamma": NON_NEGATIVE_REAL,
         "refine_passes": NON_NEGATIVE_INT + [None],
     },
+    "cibhash": {
+        "seed": TORCH_SEED,
+        "schedule": OPTIONS + ["fast"],
+        "epochs": POSITIVE_INT,  # None: the preset's
+        "batch_size": POSITIVE_INT + [1],  # NT-Xent needs another row for negatives
+        "lr": POSITIVE_REAL,
+        "hidden": POSITIVE_INT + [None],
+        "temperature": POSITIVE_REAL,
+        "weight": NON_NEGATIVE_REAL,
+        "device": DEVICE,
+    },
     "deepbit": {
         "seed": TORCH_SEED,
         "activation": OPTIONS + ["tanh"],
@@ -147,6 +158,15 @@ GOOD = {
     },
     "sgh-graph": {"n_anchors": [1, np.int64(300)], "rho": [np.float32(2.0), 1], "gamma": [0, 1e-6],
                   "refine_passes": [0, np.int64(2)]},
+    "cibhash": {
+        "seed": [2**64 - 1],
+        "schedule": ["cpu", "authors"],
+        "epochs": [None, 1, np.int64(60)],
+        "batch_size": [None, 2, np.int64(64)],
+        "hidden": [1, np.int64(1024)],
+        "temperature": [0.3, np.float32(1.0)],
+        "weight": [0, 0.0, np.float64(1e-3)],
+    },
     "deepbit": {
         "seed": [2**64 - 1],
         "threshold": ["train-mean", "train-bit-mean", 0.5, -1, 0, np.float32(0.25)],

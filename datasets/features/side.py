@@ -33,6 +33,14 @@ namespaces them); `datasets.features.LOCAL_KEYS` names those that describe the m
   crop; no seed differs by more than 0.0013).
   Info: ``extractor``, ``angles`` (e.g. ``"-10,-5,5,10"``), ``input_size``, ``weights_sha256``, ``dim``
   (d), ``rotation``, ``cache``.
+* ``aug_views``: ``(n, V, d)`` float32 features of V randomly augmented copies of each image (CIBHash's
+  views; V = 8 by default): the authors' random resized crop, horizontal flip, colour jitter, random
+  grey and blur (`datasets.features.augment`), at the extractor's input size, through the same network
+  and pooling. View ``v`` of row ``i`` is drawn from ``(seed, i, v)`` alone, so a seed gives the same pool
+  whatever rows are asked for; the seed and V are part of the cache key. A method draws its pairs of
+  views from this finite pool instead of fresh augmentations at every step. Only training images need
+  them. Info: ``extractor``, ``n_views`` (V), ``seed``, ``augmentation`` (the parameters, one string),
+  ``input_size``, ``weights_sha256``, ``runtime``, ``dim`` (d), ``cache``.
 
 Which settings a side input takes from the features it accompanies is `inherited_side_settings`.
 
@@ -66,6 +74,7 @@ import numpy as np
 
 from hashbench.datasets.base import Dataset
 from hashbench.datasets.errors import DataError
+from hashbench.datasets.features.augment import AUGMENTATION_VERSION, augmentation_spec, augmented_batch
 from hashbench.datasets.features.backbone import (BATCH_SIZE, CACHE, DEVICE, INPUT_SIZE, RUNTIME, Backbone,
                                                   auto_batch_size)
 from hashbench.datasets.features.cache import as_rows, cached_rows
@@ -86,6 +95,8 @@ VIEW_ANGLES = (-10.0, -5.0, 5.0, 10.0)
 # rotation setting of `views` -> (the rotation, its tag in the cache key: bump the version on any change)
 VIEW_ROTATIONS = {"inscribed-crop": (rotate_crop, "inscribed-crop-v1"),
                   "black-corners": (rotate_black_corners, "black-corners-v1")}
+DEFAULT_AUG_VIEWS = 8  # augmented views per image in the pool (CIBHash draws two per step)
+DEFAULT_AUG_SEED = 0
 # extractor name -> network, for the extractors whose features views can be computed with
 VIEW_EXTRACTORS = {"effnet-lite0": "efficientnet-lite0"}
 # the extractor whose network's own classifier gives the tags of ``tag_model="same"``
@@ -132,21 +143,21 @@ def inherited_side_settings(name: str, feature_info: dict[str, Any]) -> dict[str
     """The settings side input ``name`` takes from the features it accompanies, given their ``info``
     (as `compute_features` returns it: ``name``, ``input_size``, ...).
 
-    * ``views`` are features of rotated images: computed by the features' extractor at the features'
-      input size (``{"extractor": ..., "input_size": ...}``), unless the features are pixels or
-      pre-extracted (then the views' own defaults apply).
+    * ``views`` (and ``aug_views``) are features of rotated (augmented) images: computed by the features'
+      extractor at the features' input size (``{"extractor": ..., "input_size": ...}``), unless the
+      features are pixels or pre-extracted (then the views' own defaults apply).
     * ``tags`` from the feature network itself (``tag_model="same"``) are read off the features' cache
       at the features' input size (``{"features_input_size": ...}``), when the features are that
       network's.
-    * Both run their networks with the features' ``runtime`` when the features come from a network
+    * All three run their networks with the features' ``runtime`` when the features come from a network
       (one runtime setting for every frozen network of a run: ``--feature-option runtime=torch``).
     Anything else inherits nothing (``{}``). These settings override the user's for the same names.
     """
     features = feature_info.get("name")
     out: dict[str, Any] = {}
-    if name in ("views", "tags") and feature_info.get("runtime"):
+    if name in ("views", "aug_views", "tags") and feature_info.get("runtime"):
         out["runtime"] = feature_info["runtime"]
-    if name == "views" and features not in (None, "pixels", "precomputed"):
+    if name in ("views", "aug_views") and features not in (None, "pixels", "precomputed"):
         out.update(extractor=features, input_size=feature_info["input_size"])
     if name == "tags" and features == OWN_TAGS_EXTRACTOR:
         out["features_input_size"] = feature_info["input_size"]
@@ -320,4 +331,61 @@ def views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
     return out, {**info, "cache": path}
 
 
-_SIDE: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {"tags": tags, "views": views}
+@declare_settings("side input 'aug_views'", {
+    "extractor": [Choices(VIEW_EXTRACTORS)],
+    "input_size": INPUT_SIZE,
+    "n_views": [Interval(Integral, 2, None)],  # a method draws two different views of a row
+    "seed": [Interval(Integral, 0, 2 ** 32 - 1)],
+    "batch_size": BATCH_SIZE,
+    "device": DEVICE,
+    "runtime": RUNTIME,  # inherited from the features when they are the views' extractor's
+    "cache": CACHE,
+})
+def aug_views(data: Dataset, rows: np.ndarray, *, extractor: str = "effnet-lite0",
+              input_size: int = DEFAULT_INPUT_SIZE, n_views: int = DEFAULT_AUG_VIEWS, seed: int = DEFAULT_AUG_SEED,
+              batch_size: int | None = DEFAULT_BATCH_SIZE, device: Any = None, runtime: Any = None,
+              cache: bool = True) -> tuple[np.ndarray, dict]:
+    """``(len(rows), n_views, d)`` float32 features of randomly augmented copies of ``rows`` and their
+    info (see the module docstring and `datasets.features.augment`).
+
+    Every setting is checked against the constraints declared above before anything runs
+    (`datasets.features.constraints`).
+
+    Raises:
+        DataError: a setting its constraints refuse (an ``extractor`` not in `VIEW_EXTRACTORS`,
+            ``n_views`` not an integer >= 2, ``seed`` not an integer in [0, 2^32 - 1], ...; a device this
+            machine lacks), no images, or a network error as `datasets.features.effnet.pooled_features`.
+    """
+    network = VIEW_EXTRACTORS[extractor]
+    n_views, seed = int(n_views), int(seed)
+    _need_images(data, "aug_views")
+    backbone = Backbone(network, input_size, device, runtime)
+    described = backbone.describe()
+    if batch_size is None:
+        batch_size = auto_batch_size(backbone.input_size, backbone.device)
+    dim = int(backbone.model._conv_head.out_channels)
+    spec = augmentation_spec()
+
+    def compute(batch_rows: np.ndarray) -> np.ndarray:
+        images = fetch_images(data.images, batch_rows)
+        out = []
+        for v in range(n_views):
+            x = augmented_batch(images, batch_rows, v, seed, backbone.input_size).to(backbone.device)
+            out.append(backbone.pooled(backbone.normalize(x)))
+        return np.stack(out, axis=1)
+
+    key = {"network": network, "input_size": backbone.input_size, "preprocessing": PREPROCESSING,
+           "weights_sha256": described["weights_sha256"], "n_views": n_views, "seed": seed,
+           "augmentation": spec, **backbone.cache_key()}
+    info = {"extractor": extractor, "n_views": n_views, "seed": seed,
+            "augmentation": ", ".join(f"{k}={v}" for k, v in spec.items()),
+            "input_size": backbone.input_size, "weights_sha256": described["weights_sha256"],
+            "runtime": backbone.runtime, "dim": dim}
+    out, path = cached_rows(data, rows, compute,
+                            kind=f"augviews-{extractor}-s{backbone.input_size}-v{n_views}-{AUGMENTATION_VERSION}",
+                            key=key, row_shape=(n_views, dim), dtype=np.float32, info=info,
+                            batch_size=batch_size, use_cache=cache)
+    return out, {**info, "cache": path}
+
+
+_SIDE: dict[str, Callable[..., tuple[np.ndarray, dict]]] = {"tags": tags, "views": views, "aug_views": aug_views}
