@@ -84,6 +84,8 @@ REFUSED = [
     ("views", "batch_size", 0, VIEWS, "0", BATCH),
     ("views", "device", "tpu", VIEWS, "'tpu'", DEVICE),
     ("views", "cache", 1, VIEWS, "1", "a bool"),
+    ("views", "rotation", "crop", VIEWS, "'crop'", "a str among {'black-corners', 'inscribed-crop'}"),
+    ("views", "rotation", None, VIEWS, "None", "a str among {'black-corners', 'inscribed-crop'}"),
     ("aug_views", "n_views", 1, AUG, "1", "an int in the range [2, inf)"),  # a method draws two different views
     ("aug_views", "n_views", 0, AUG, "0", "an int in the range [2, inf)"),
     ("aug_views", "n_views", 8.0, AUG, "8.0", "an int in the range [2, inf)"),
@@ -116,6 +118,7 @@ ACCEPTED = [
     ("tags", "input_size", None), ("tags", "input_size", 96), ("tags", "features_input_size", None),
     ("views", "angles", (0,)), ("views", "angles", [-10.5, 3]), ("views", "angles", np.array([1.0, -1.0])),
     ("views", "angles", (np.float32(2), np.int64(-2))), ("views", "extractor", "effnet-lite0"),
+    ("views", "rotation", "black-corners"), ("views", "rotation", "inscribed-crop"),
     ("aug_views", "n_views", 2), ("aug_views", "n_views", np.int64(8)), ("aug_views", "seed", 0),
     ("aug_views", "seed", 2 ** 32 - 1), ("aug_views", "extractor", "effnet-lite0"),
 ]

@@ -65,6 +65,7 @@ BAD = {
         "rho": POSITIVE_REAL,
         "gamma": NON_NEGATIVE_REAL,
         "refine_passes": NON_NEGATIVE_INT + [None],
+        "input_scaling": OPTIONS + ["l2"],
     },
     "cibhash": {
         "seed": TORCH_SEED,
@@ -157,7 +158,7 @@ GOOD = {
         "device": ["auto", "cpu", "cuda", "cuda:1", "mps"],
     },
     "sgh-graph": {"n_anchors": [1, np.int64(300)], "rho": [np.float32(2.0), 1], "gamma": [0, 1e-6],
-                  "refine_passes": [0, np.int64(2)]},
+                  "refine_passes": [0, np.int64(2)], "input_scaling": ["row-l2", "max-norm"]},
     "cibhash": {
         "seed": [2**64 - 1],
         "schedule": ["cpu", "authors"],
