@@ -26,12 +26,12 @@ from typing import Callable
 import numpy as np
 
 MAX_RATIO = 1.3
-N_TRAIN, N_FEATURES, N_BITS, N_TAGS, N_VIEWS = 5000, 1280, 64, 1000, 4
+N_TRAIN, N_FEATURES, N_BITS, N_TAGS, N_VIEWS, N_AUG_VIEWS = 5000, 1280, 64, 1000, 4, 8
 
 
 def inputs(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Features (5,000 x 1,280 float32, 10 clusters) and side inputs: ``tags`` (10-hot over 1,000),
-    ``views`` (5,000 x 4 x 1,280, the rows plus small noise)."""
+    ``views`` (5,000 x 4 x 1,280) and ``aug_views`` (5,000 x 8 x 1,280), the rows plus small noise."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((10, N_FEATURES)).astype(np.float32)
     labels = rng.integers(0, 10, N_TRAIN)
@@ -40,7 +40,8 @@ def inputs(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     for i, c in enumerate(labels):
         tags[i, rng.choice(N_TAGS // 10, 10, replace=False) + 100 * c] = 1.0
     views = X[:, None, :] + 0.05 * rng.standard_normal((N_TRAIN, N_VIEWS, N_FEATURES)).astype(np.float32)
-    return X, {"tags": tags, "views": views.astype(np.float32)}
+    aug = X[:, None, :] + 0.2 * rng.standard_normal((N_TRAIN, N_AUG_VIEWS, N_FEATURES)).astype(np.float32)
+    return X, {"tags": tags, "views": views.astype(np.float32), "aug_views": aug.astype(np.float32)}
 
 
 # ------------------------------------------------------------------ the methods' fits, a few epochs each
@@ -50,6 +51,7 @@ FIT_PARAMS: dict[str, dict] = {  # E; the long fit multiplies each by LONG
     "deepbit": {"stage1_epochs": 0.5, "stage2_epochs": 0.05},  # 78 + 42 steps of 32 and 6 images
     "lagnh": {"epochs": 1},  # 20 batches x (1 + 5) steps
     "tbh": {"iterations": 50},  # 50 steps of 100 rows: one pass
+    "cibhash": {"epochs": 1},  # 79 steps of 64 rows and their two views
 }
 LONG = 3
 
@@ -69,6 +71,9 @@ def _steps(method: str, model) -> dict:
     if method == "tbh":
         r = model.resolved_params_
         return {"n_iter": int(r["iterations"]), "batch": int(r["batch_size"]), "lr": float(r["lr"])}
+    if method == "cibhash":
+        r = model.resolved_params_
+        return {"epochs": int(r["epochs"]), "batch": int(r["batch_size"])}
     raise KeyError(method)
 
 
@@ -192,7 +197,31 @@ def bare_tbh(X, side, steps, params) -> None:
         critic_opt.step()
 
 
-BARE_LOOPS: dict[str, Callable] = {"sgh": bare_sgh, "deepbit": bare_deepbit, "lagnh": bare_lagnh, "tbh": bare_tbh}
+def bare_cibhash(X, side, steps, params) -> None:
+    import torch
+
+    from hashbench.methods.cibhash_model import CIBHashEncoder, cibhash_losses
+
+    g = torch.Generator().manual_seed(0)
+    views = torch.from_numpy(side["aug_views"])
+    encoder = CIBHashEncoder(X.shape[1], params["hidden"], N_BITS, g)
+    opt = torch.optim.Adam(encoder.parameters(), lr=params["lr"])
+    n, n_views = views.shape[:2]
+    for _ in range(steps["epochs"]):
+        order = torch.randperm(n, generator=g)
+        first = torch.randint(n_views, (n,), generator=g)
+        second = (first + 1 + torch.randint(n_views - 1, (n,), generator=g)) % n_views
+        for lo in range(0, n, steps["batch"]):
+            rows = order[lo:lo + steps["batch"]]
+            loss, _, _ = cibhash_losses(encoder, views[rows, first[rows]], views[rows, second[rows]],
+                                        params["temperature"], params["weight"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+BARE_LOOPS: dict[str, Callable] = {"sgh": bare_sgh, "deepbit": bare_deepbit, "lagnh": bare_lagnh, "tbh": bare_tbh,
+                                   "cibhash": bare_cibhash}
 # Registered methods that train with another method's loop (the same function, other switches).
 SAME_LOOP = {"lagnh-noaux": "lagnh", "lagnh-noadv": "lagnh", "lagnh-norec": "lagnh", "lagnh-noatt": "lagnh"}
 
