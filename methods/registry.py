@@ -26,6 +26,8 @@ BUILTIN: dict[str, str] = {
     "sgh": "hashbench.methods.sgh",
     "sgh-graph": "hashbench.methods.sgh_graph",
     "deepbit": "hashbench.methods.deepbit",
+    "greedyhash": "hashbench.methods.greedyhash",
+    "bihalf": "hashbench.methods.bihalf",
     "lagnh": "hashbench.methods.lagnh",
     "lagnh-noaux": "hashbench.methods.lagnh",
     "lagnh-noadv": "hashbench.methods.lagnh",
