@@ -1,5 +1,9 @@
 """GreedyHash-unsupervised and BiHalf (methods.greedyhash, methods.bihalf, their shared
 methods._cosine_hash and methods._cosine_hash_model)."""
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +221,12 @@ def test_bad_hyper_parameters_raise_input_error(cls, bad):
 def test_own_hyper_parameters_are_validated(cls, bad):
     with pytest.raises(InputError):
         cls(4, **bad).fit(np.ones((10, 3), dtype=np.float32))
+
+
+def test_choosing_and_validating_the_methods_does_not_import_torch():
+    code = (
+        "import sys, hashbench.methods.registry as r; "
+        "[r.get_method(n)(64).validate_params() for n in ('greedyhash', 'bihalf')]; "
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
