@@ -140,8 +140,6 @@ class CosineHasher(Hasher):
         from hashbench.methods._cosine_hash_model import train_cosine_hash
         from hashbench.methods._torch_device import resolve_device
 
-        if X.shape[0] < 2:
-            raise InputError(f"{self.name} pairs training rows, so it needs at least 2; got {X.shape[0]}")
         device = str(resolve_device(self.device))
         sched = self._schedule()
         gamma, alpha = self._layer_options()

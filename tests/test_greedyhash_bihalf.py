@@ -230,9 +230,3 @@ def test_choosing_and_validating_the_methods_does_not_import_torch():
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
-
-
-@pytest.mark.parametrize("cls", [GreedyHash, BiHalfHash])
-def test_one_training_row_is_refused(cls):
-    with pytest.raises(InputError, match="at least 2"):
-        cls(4, epochs=1, device="cpu").fit(np.ones((1, 3), dtype=np.float32))
