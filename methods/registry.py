@@ -28,6 +28,8 @@ BUILTIN: dict[str, str] = {
     "deepbit": "hashbench.methods.deepbit",
     "tbh": "hashbench.methods.tbh",
     "cibhash": "hashbench.methods.cibhash",
+    "greedyhash": "hashbench.methods.greedyhash",
+    "bihalf": "hashbench.methods.bihalf",
     "lagnh": "hashbench.methods.lagnh",
     "lagnh-noaux": "hashbench.methods.lagnh",
     "lagnh-noadv": "hashbench.methods.lagnh",
