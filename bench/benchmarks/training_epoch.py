@@ -48,10 +48,12 @@ def inputs(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 FIT_PARAMS: dict[str, dict] = {  # E; the long fit multiplies each by LONG
     "sgh": {"epochs": 10.0},  # 100 steps of 500 rows
-    "deepbit": {"stage1_epochs": 0.5, "stage2_epochs": 0.05},  # 78 + 42 steps of 32 and 6 images
+    "deepbit": {"stage1_epochs": 2.0, "stage2_epochs": 0.2},  # 313 + 167 steps of 32 and 6 images
     "lagnh": {"epochs": 1},  # 20 batches x (1 + 5) steps
     "tbh": {"iterations": 50},  # 50 steps of 100 rows: one pass
     "cibhash": {"epochs": 1},  # 79 steps of 64 rows and their two views
+    "greedyhash": {"epochs": 10},  # 200 steps of 256 rows
+    "bihalf": {"epochs": 5},  # 395 steps of 64 rows
 }
 LONG = 3
 
@@ -71,6 +73,11 @@ def _steps(method: str, model) -> dict:
     if method == "tbh":
         r = model.resolved_params_
         return {"n_iter": int(r["iterations"]), "batch": int(r["batch_size"]), "lr": float(r["lr"])}
+    if method in ("greedyhash", "bihalf"):
+        r = model.resolved_params_
+        gamma, alpha = model._layer_options()
+        return {"epochs": int(r["epochs"]), "batch": int(r["batch_size"]), "lr": float(r["lr"]),
+                "layer": model.layer, "gamma": gamma, "alpha": alpha}
     if method == "cibhash":
         r = model.resolved_params_
         return {"epochs": int(r["epochs"]), "batch": int(r["batch_size"])}
@@ -220,8 +227,33 @@ def bare_cibhash(X, side, steps, params) -> None:
             opt.step()
 
 
+def bare_cosine_hash(X, side, steps, params) -> None:
+    import torch
+
+    from hashbench.methods._cosine_hash_model import (CosineHashHead, binary_layer, cosine_preservation_loss,
+                                                      cubic_quantization_loss)
+
+    g = torch.Generator().manual_seed(0)
+    head = CosineHashHead(X.shape[1], N_BITS, g)
+    data = torch.from_numpy(X)
+    opt = torch.optim.SGD(head.parameters(), lr=steps["lr"], momentum=params["momentum"],
+                          weight_decay=params["weight_decay"])
+    for _ in range(steps["epochs"]):
+        order = torch.randperm(len(data), generator=g)
+        for lo in range(0, len(data), steps["batch"]):
+            x = data[order[lo:lo + steps["batch"]]]
+            h = head(x)
+            loss = cosine_preservation_loss(binary_layer(h, steps["layer"], steps["gamma"]), x)
+            if steps["alpha"] > 0:
+                loss = loss + steps["alpha"] * cubic_quantization_loss(h)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
 BARE_LOOPS: dict[str, Callable] = {"sgh": bare_sgh, "deepbit": bare_deepbit, "lagnh": bare_lagnh, "tbh": bare_tbh,
-                                   "cibhash": bare_cibhash}
+                                   "cibhash": bare_cibhash, "greedyhash": bare_cosine_hash,
+                                   "bihalf": bare_cosine_hash}
 # Registered methods that train with another method's loop (the same function, other switches).
 SAME_LOOP = {"lagnh-noaux": "lagnh", "lagnh-noadv": "lagnh", "lagnh-norec": "lagnh", "lagnh-noatt": "lagnh"}
 
