@@ -56,6 +56,8 @@ class ReferenceSweep:
     features: str | None = None
     overrides: tuple[tuple[str, str, object], ...] = ()
     metrics: tuple[str, ...] = METRICS
+    # Retrained by the test suite (CI's accuracy gate); False: `python -m bench reference` only, see below.
+    gated: bool = True
 
     @property
     def path(self):
@@ -73,8 +75,12 @@ REDUCED: tuple[tuple[str, str, object], ...] = ()
 
 SWEEPS = [
     ReferenceSweep("digits-shallow", "digits", ("lsh", "pcah", "itq", "sh"), (16, 32), features="pixels"),
+    # Not yet retrained in CI: its deep methods (thousands of float32 steps on ONNX Runtime features) have only
+    # been shown to reproduce to the last digit on the development machine; whether another CPU (other SIMD
+    # kernels in MKL and ONNX Runtime) stays within TOLERANCE is to be measured before it gates, or CI would fail
+    # on hardware, not on code. Until then the test suite checks that the file covers every built-in method.
     ReferenceSweep("cifar10-ci", "cifar10", None, (32, 64), protocol="ci", overrides=REDUCED,
-                   metrics=("map_at_1000", "map_tie_aware")),
+                   metrics=("map_at_1000", "map_tie_aware"), gated=False),
 ]
 
 
