@@ -29,8 +29,6 @@ from hashbench.methods.constraints import (
     Interval,
     Real,
     StrOptions,
-    describe_constraints,
-    make_constraint,
 )
 
 SCHEDULE_KEYS = ("batch_size", "epochs", "lr", "lr_step_epochs")
@@ -122,14 +120,7 @@ class CosineHasher(Hasher):
         return {key: float(value) if key == "lr" else int(value) for key, value in out.items()}
 
     def _check_params(self) -> None:
-        # A preset fills what was left as None; its values must pass the constraints a given value passes.
-        for key, value in self.SCHEDULES[self.schedule].items():
-            allowed = [c for c in type(self)._parameter_constraints[key] if c is not None]
-            if getattr(self, key) is None and not any(make_constraint(c).is_satisfied_by(value) for c in allowed):
-                raise InputError(
-                    f"{self.name}: the {self.schedule!r} schedule sets {key}={value!r}, which must be "
-                    f"{describe_constraints(allowed)}"
-                )
+        self._check_preset(self.SCHEDULES[self.schedule], f"the {self.schedule!r} schedule")
 
     def _layer_options(self) -> tuple[float, float]:
         """``(gamma, alpha)``: the bi-half backward's γ and the cubic term's weight α."""

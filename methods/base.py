@@ -268,6 +268,16 @@ class Hasher(TransformerMixin, BaseEstimator):
         alone has already passed its declared constraints. Raise `InputError` naming the method (see
         `_label`) and the parameters. Default: none."""
 
+    def _check_preset(self, preset: dict[str, Any], what: str) -> None:
+        """For a preset that fills the hyper-parameters left as None (e.g. a ``schedule``): raise `InputError`
+        when a value it fills in would not pass the constraints a value given explicitly must pass. ``what``
+        names the preset in the message, e.g. ``"the 'cpu' schedule"``."""
+        for key, value in preset.items():
+            allowed = [c for c in type(self)._parameter_constraints[key] if c is not None]
+            if getattr(self, key) is None and not any(make_constraint(c).is_satisfied_by(value) for c in allowed):
+                raise InputError(f"{self._label()}: {what} sets {key}={value!r}, which must be "
+                                 f"{describe_constraints(allowed)}")
+
     def _label(self) -> str:
         return self.name or type(self).__name__
 

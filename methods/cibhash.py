@@ -44,8 +44,6 @@ from hashbench.methods.constraints import (
     Interval,
     Real,
     StrOptions,
-    describe_constraints,
-    make_constraint,
 )
 from hashbench.methods.registry import register_method
 
@@ -165,12 +163,7 @@ class CIBHash(Hasher):
                 for key, default in preset.items()}
 
     def _check_params(self) -> None:
-        # The preset fills what was left as None; its values must pass the constraints a given value passes.
-        for key, value in SCHEDULES[self.schedule].items():
-            allowed = [c for c in type(self)._parameter_constraints[key] if c is not None]
-            if getattr(self, key) is None and not any(make_constraint(c).is_satisfied_by(value) for c in allowed):
-                raise InputError(f"{self.name}: the {self.schedule!r} schedule sets {key}={value!r}, which must be "
-                                 f"{describe_constraints(allowed)}")
+        self._check_preset(SCHEDULES[self.schedule], f"the {self.schedule!r} schedule")
 
     # ----------------------------------------------------------------- fit / project
     def _fit(self, X: np.ndarray, **side: np.ndarray) -> None:

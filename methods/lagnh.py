@@ -72,8 +72,6 @@ from hashbench.methods.constraints import (
     Interval,
     Real,
     StrOptions,
-    describe_constraints,
-    make_constraint,
 )
 from hashbench.methods.registry import register_method
 
@@ -274,14 +272,7 @@ class LAGNH(Hasher):
             raise InputError(
                 f"{self.name}: tag_graph_weight must be 0 (this ablation uses no tags), got {self.tag_graph_weight!r}"
             )
-        # The preset fills what was left as None; its values must pass the constraints a given value passes.
-        for key, value in SCHEDULES[self.schedule].items():
-            allowed = [c for c in type(self)._parameter_constraints[key] if c is not None]
-            if getattr(self, key) is None and not any(make_constraint(c).is_satisfied_by(value) for c in allowed):
-                raise InputError(
-                    f"{self.name}: the {self.schedule!r} schedule sets {key}={value!r}, which must be "
-                    f"{describe_constraints(allowed)}"
-                )
+        self._check_preset(SCHEDULES[self.schedule], f"the {self.schedule!r} schedule")
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         return l2_normalize_rows(X) if self.normalize_input else X.astype(np.float32, copy=False)
