@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.regression"
     if args.update and (why := dirty_tree()):
         print(f"error: {why}", file=sys.stderr)
         return 2
+    from bench.environment import git_commit, package_versions
+
+    commit = git_commit()  # the code that computes the scores, taken before the work starts
     failed = False
     for sweep in SWEEPS:
         if args.sweep and sweep.name not in args.sweep:
@@ -156,12 +159,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.regression"
         got = compute(sweep)
         if args.update:
             REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
-            from bench.environment import git_commit, package_versions
-
             sweep.path.write_text(json.dumps({
                 "sweep": {**{k: v for k, v in sweep.__dict__.items()}, "methods": list(sweep.method_names())},
                 "tolerance": TOLERANCE,
-                "produced_with": {"git_commit": git_commit(), **package_versions()}, "scores": got,
+                "produced_with": {"git_commit": commit, **package_versions()}, "scores": got,
             }, indent=2, sort_keys=True, default=list) + "\n")
             print(f"wrote {sweep.path}", file=sys.stderr)
             continue
