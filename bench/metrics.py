@@ -48,6 +48,9 @@ _FIXED = {
     # Saving the fitted hasher (pyfunc model) and the database codes (faiss index) to local files; only
     # in runs that keep them (not with --no-save-models).
     "save_seconds": Metric("save_seconds", "saving time (s)", False, 2, "measure"),
+    # The database codes' health: how many different codes, how many bits never change (`runner.code_health`).
+    "distinct_codes": Metric("distinct_codes", "distinct database codes", None, 0, "measure"),
+    "constant_bits": Metric("constant_bits", "constant bits", False, 0, "measure"),
     # Peak resident memory during fit and encode, when the kernel's peak counter could be reset first.
     "peak_rss_mb": Metric("peak_rss_mb", "peak memory (MB)", False, 1, "measure"),
     # Where it could not be reset: the process's peak since it started, a different (larger) quantity.

@@ -113,6 +113,18 @@ def _check_codes(codes: Any, n: int, n_bits: int, what: str) -> np.ndarray:
     return codes
 
 
+def code_health(codes: np.ndarray, n_bits: int) -> dict[str, float]:
+    """``distinct_codes`` (how many different codes ``codes`` holds) and ``constant_bits`` (bits with one
+    value in every row) of packed uint8 codes ``(n, ceil(n_bits / 8))``: a method that gives many items one
+    code, or wastes bits, shows it here, whatever its mAP."""
+    if len(codes) == 0:
+        return {"distinct_codes": 0.0, "constant_bits": 0.0}
+    distinct = len(np.unique(codes, axis=0))
+    bits = np.unpackbits(codes, axis=1)[:, :n_bits]
+    constant = int(np.count_nonzero(bits.min(axis=0) == bits.max(axis=0)))
+    return {"distinct_codes": float(distinct), "constant_bits": float(constant)}
+
+
 def train_and_encode(cls: type, params: dict[str, Any], prep: Prepared) -> Trained:
     """Fit ``cls(**params)`` on the training split and encode database and queries, timed.
 
@@ -139,6 +151,7 @@ def train_and_encode(cls: type, params: dict[str, Any], prep: Prepared) -> Train
         "encode_query_seconds": q_t(),
         "n_parameters": float(hasher.n_parameters()),
         ("peak_rss_mb" if scoped else "process_peak_rss_mb"): peak,
+        **code_health(db_codes, n_bits),
     }
     return Trained(hasher, db_codes, q_codes, measurements)
 
@@ -470,6 +483,8 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                     m = result.metrics
                     say(f"{tag}: fit {m['fit_seconds']:.2f} s, encode {m['encode_seconds']:.2f} s, "
                         f"mAP@{topk} {m[f'map_at_{topk}']:.4f}")
+                    if m.get("distinct_codes") == 1 and len(prep.labels["database"]) > 1:
+                        say(f"{tag}: warning: every database item got the same code (the method collapsed)")
             counts = {f"runs_{s.lower()}": float(sum(r.status == s for r in results))
                       for s in ("FINISHED", "FAILED", "REUSED", "ELSEWHERE")}
             counts["runs_total"] = float(len(plan.runs) * len(preps))

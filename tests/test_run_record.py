@@ -651,3 +651,40 @@ def test_a_device_this_machine_lacks_is_refused_before_any_work(tracking_uri, ca
     status = main(["run", *DIGITS, "--tracking-uri", tracking_uri, *args])
     err = capsys.readouterr().err
     assert status == 2 and expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------- code health
+def test_code_health_counts_distinct_codes_and_constant_bits():
+    from bench.runner import code_health
+
+    bits = np.array([[1, 0, 1, 0, 1, 0, 1, 0, 1, 1],
+                     [1, 0, 1, 0, 1, 0, 1, 0, 0, 1],
+                     [1, 0, 1, 0, 1, 0, 1, 0, 1, 1]], dtype=bool)  # 10 bits; bits 0-7 and 9 never change
+    codes = np.packbits(bits, axis=1)  # (3, 2): the padding bits of the second byte are not counted
+    assert code_health(codes, 10) == {"distinct_codes": 2.0, "constant_bits": 9.0}
+    assert code_health(codes[:0], 10) == {"distinct_codes": 0.0, "constant_bits": 0.0}
+
+
+def test_a_collapsed_method_is_recorded_and_warned_about(tracking_uri, plugin, capsys):
+    @plugin
+    class OneCode(Hasher):
+        """Gives every item the same code, whatever the input."""
+
+        name = "onecode"
+        family = "shallow"
+        reference = "test"
+
+        def _fit(self, X):
+            self.width_ = X.shape[1]
+
+        def _project(self, X):
+            return np.ones((X.shape[0], int(self.n_bits)))
+
+    assert main(["run", "--methods", "onecode,itq", *DIGITS, "--bits", "16", "--tracking-uri", tracking_uri]) == 0
+    err = capsys.readouterr().err
+    assert "onecode 16 bits seed 0: warning: every database item got the same code" in err
+    assert "itq 16 bits seed 0: warning" not in err
+    metrics = {r.data.tags.get("hashbench.method", r.data.params.get("method")): r.data.metrics
+               for r in _runs(tracking_uri)}
+    assert metrics["onecode"]["distinct_codes"] == 1 and metrics["onecode"]["constant_bits"] == 16
+    assert metrics["itq"]["distinct_codes"] > 100 and metrics["itq"]["constant_bits"] == 0
