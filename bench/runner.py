@@ -431,7 +431,8 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
         preps.append(prep)
     prep = preps[0]
 
-    tracker.open()  # the data are good: a new store is created now
+    with critical():  # creating a store runs MLflow's schema migrations: an interrupt waits for their end
+        tracker.open()  # the data are good: a new store is created now
     env = {**environment(), "threads": str(threads)}
     experiment = f"{spec.dataset}/{prep.protocol.name}"
     topk = prep.protocol.topk

@@ -76,3 +76,31 @@ def test_handlers_are_restored_afterwards():
     with interrupts_deferred():
         pass
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.unraisablehook) == before
+
+
+def test_ctrl_c_while_the_store_is_being_created_exits_130_and_leaves_a_usable_store(tmp_path, capsys, monkeypatch):
+    # A signal during MLflow's schema migration (about a second for a new sqlite store) once surfaced as a
+    # SQLAlchemy traceback with status 1 (the interrupt split a migration transaction): the creation is a
+    # critical section, so the store is finished first and the interrupt lands after it.
+    from mlflow.store.tracking import sqlalchemy_store
+
+    from bench.cli import main
+
+    init = sqlalchemy_store.SqlAlchemyStore.__init__
+    created = []
+
+    def interrupted_init(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # arrives while MLflow builds the schema
+        init(self, *args, **kwargs)
+        created.append(True)
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    args = ["run", "--methods", "itq", "--dataset", "digits", "--features", "pixels", "--bits", "8",
+            "--tracking-uri", uri]
+    monkeypatch.setattr(sqlalchemy_store.SqlAlchemyStore, "__init__", interrupted_init)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+    assert created  # the schema was finished before the interrupt was raised
+    monkeypatch.setattr(sqlalchemy_store.SqlAlchemyStore, "__init__", init)
+    assert main(args) == 0  # the store the interrupted sweep created works
