@@ -6,6 +6,8 @@ never read, and their features are never computed.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from hashbench.datasets.features import compute_features
@@ -27,3 +29,11 @@ def training_validation(dataset: str, n_val: int = 1000, val_seed: int = 12345):
     per = n_val // len(classes)
     val = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), per, replace=False) for c in classes]))
     return data, train, X, y, np.setdiff1d(np.arange(len(train)), val), val
+
+
+def emit(row: dict, out: str) -> None:
+    """Print ``row`` as one JSON line and append it to the file ``out``."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    with open(out, "a") as fh:
+        fh.write(line + "\n")

@@ -11,7 +11,6 @@ line per (rotation, bits, seed) to ``--out``, then the means per rotation.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_validation import training_validation  # noqa: E402
+from _training_validation import emit, training_validation  # noqa: E402
 from bench.evaluation import evaluate  # noqa: E402
 from hashbench.datasets.features import compute_side  # noqa: E402
 from hashbench.methods.deepbit import DeepBit  # noqa: E402
@@ -53,15 +52,11 @@ def main() -> None:
                        "n_fit": len(fit), "n_val": len(val), "views_s": round(views_s, 1), "fit_s": round(fit_s, 1),
                        "val_map_all": round(res["map_all"], 4), "val_map_at_1000": round(res["map_at_1000"], 4)}
                 scores.setdefault(rotation, []).append(res["map_all"])
-                print(json.dumps(row), flush=True)
-                with open(args.out, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                emit(row, args.out)
     for rotation, values in scores.items():
         row = {"dataset": args.dataset, "rotation": rotation, "mean_val_map_all": round(float(np.mean(values)), 4),
                "runs": len(values)}
-        print(json.dumps(row), flush=True)
-        with open(args.out, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        emit(row, args.out)
 
 
 if __name__ == "__main__":

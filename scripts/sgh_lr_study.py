@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench.evaluation import evaluate  # noqa: E402
-from _training_validation import training_validation  # noqa: E402
+from _training_validation import emit, training_validation  # noqa: E402
 from hashbench.methods.sgh import DEMO_HALVE_EVERY_EPOCHS, SGH  # noqa: E402
 
 SCHEDULES = {
@@ -71,15 +71,11 @@ def main() -> None:
                        "n_fit": len(fit), "n_val": len(val), "fit_s": round(fit_s, 1),
                        "val_map_all": round(res["map_all"], 4), "val_map_at_1000": round(res["map_at_1000"], 4)}
                 scores.setdefault(name, []).append(res["map_all"])
-                print(json.dumps(row), flush=True)
-                with open(args.out, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                emit(row, args.out)
     for name, values in scores.items():
         row = {"dataset": args.dataset, "schedule": name, "mean_val_map_all": round(float(np.mean(values)), 4),
                "runs": len(values)}
-        print(json.dumps(row), flush=True)
-        with open(args.out, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        emit(row, args.out)
 
 
 if __name__ == "__main__":
