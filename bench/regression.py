@@ -14,8 +14,16 @@ Sweeps:
   queries, 5,000 database images, 2,000 training images; the default features and side inputs), seed 0,
   mAP@1000 and the tie-aware mAP. A built-in method without an entry fails the comparison until
   ``--update`` adds it. Entries whose default fit would not fit CI's budget use the reduced settings in
-  ``REDUCED`` (the same every run, recorded in the file). Not yet retrained by the test suite (``gated``;
-  see `SWEEPS`), which checks only that the file covers every built-in method.
+  ``REDUCED`` (the same every run, recorded in the file).
+
+Every sweep computes on one thread (`THREADS`: features, side inputs, training, encoding), so its values do
+not depend on the machine's core count. They do depend on the CPU's instruction set: torch, ONNX Runtime
+and the BLAS pick their kernels by it, and thousands of float32 training steps turn a last-bit difference
+into another model. So each file records the machine it was computed on (`machine`: torch's CPU
+capability and the CPU's vector extensions), and the test suite compares a machine-bound sweep
+(``cifar10-ci``; the shallow numpy methods of ``digits-shallow`` reproduce across CPUs) only on a machine
+of the same kind; on another it skips, naming both, and ``python -m bench reference --update`` there makes the
+reference of that kind. The package versions are pinned by ``constraints.txt``.
 """
 from __future__ import annotations
 
@@ -42,6 +50,10 @@ METRICS = ("map_tie_aware", "map_all")  # of the digits sweep; each sweep names 
 # Different BLAS builds move a PCA basis by rounding; scores move by far less than this, real regressions
 # (a wrong update rule, a changed split) by far more.
 TOLERANCE = 0.005
+THREADS = 1
+# CPU vector extensions that decide which kernels torch, ONNX Runtime and the BLAS run.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -57,8 +69,11 @@ class ReferenceSweep:
     features: str | None = None
     overrides: tuple[tuple[str, str, object], ...] = ()
     metrics: tuple[str, ...] = METRICS
-    # Retrained by the test suite (CI's accuracy gate); False: `python -m bench reference` only, see below.
+    # Retrained by the test suite (CI's accuracy gate); False: `python -m bench reference` only.
     gated: bool = True
+    # Compared only on the kind of CPU that computed the reference (`machine_mismatch`): sweeps that train
+    # torch models on ONNX Runtime features. The shallow numpy methods reproduce across CPUs.
+    machine_bound: bool = False
 
     @property
     def path(self):
@@ -76,34 +91,77 @@ REDUCED: tuple[tuple[str, str, object], ...] = ()
 
 SWEEPS = [
     ReferenceSweep("digits-shallow", "digits", ("lsh", "pcah", "itq", "sh"), (16, 32), features="pixels"),
-    # Not yet retrained in CI: its deep methods (thousands of float32 steps on ONNX Runtime features) have only
-    # been shown to reproduce to the last digit on the development machine; whether another CPU (other SIMD
-    # kernels in MKL and ONNX Runtime) stays within TOLERANCE is to be measured before it gates, or CI would fail
-    # on hardware, not on code. Until then the test suite checks that the file covers every built-in method.
     ReferenceSweep("cifar10-ci", "cifar10", None, (32, 64), protocol="ci", overrides=REDUCED,
-                   metrics=("map_at_1000", "map_tie_aware"), gated=False),
+                   metrics=("map_at_1000", "map_tie_aware"), machine_bound=True),
 ]
 
 
+def machine() -> dict[str, object]:
+    """What decides the kernels a CPU machine computes with: torch's CPU capability (``"AVX512"``,
+    ``"AVX2"``, ...) and the vector extensions of `ISA_FLAGS` the CPU reports (Linux ``/proc/cpuinfo``;
+    an empty list elsewhere)."""
+    import torch
+
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
+def machine_mismatch(sweep: ReferenceSweep) -> str | None:
+    """Why ``sweep``'s committed values cannot be expected here (a machine-bound sweep whose reference was
+    computed on another kind of CPU), else None."""
+    if not sweep.machine_bound or not sweep.path.is_file():
+        return None
+    stored = json.loads(sweep.path.read_text()).get("machine")
+    here = machine()
+    if stored is None or stored == here:
+        return None
+    return (f"{sweep.name}'s reference was computed on {stored}, this machine is {here}: its values are "
+            "compared on a machine of that kind only (`python -m bench reference --update` makes one for this kind)")
+
+
 def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:
+    """``{"method/bits/seed": {metric: value}}`` of ``sweep``, computed on `THREADS` threads (the thread
+    setting of the process is restored afterwards)."""
     from bench.prepare import prepare
     from bench.runner import run_one
     from bench.sweep import side_inputs_needed
     from hashbench.methods import get_method
 
+    from bench.threads import set_threads
+
     classes = {m: get_method(m) for m in sweep.method_names()}
     side, fit_only = side_inputs_needed(classes.values())
-    prep = prepare(sweep.dataset, protocol=sweep.protocol, features=sweep.features, side_inputs=side,
-                   fit_only_side=fit_only)
-    out = {}
-    for method, cls in classes.items():
-        extra = {k: v for m, k, v in sweep.overrides if m == method}
-        for bits in sweep.bits:
-            for seed in sweep.seeds:
-                params = cls(n_bits=bits, seed=seed, **extra).get_params()
-                metrics, _, _ = run_one(cls, params, prep)
-                out[f"{method}/{bits}/{seed}"] = {k: round(float(metrics[k]), 6) for k in sweep.metrics}
+    before = torch_threads()
+    set_threads(THREADS)
+    try:
+        prep = prepare(sweep.dataset, protocol=sweep.protocol, features=sweep.features, side_inputs=side,
+                       fit_only_side=fit_only)
+        out = {}
+        for method, cls in classes.items():
+            extra = {k: v for m, k, v in sweep.overrides if m == method}
+            for bits in sweep.bits:
+                for seed in sweep.seeds:
+                    params = cls(n_bits=bits, seed=seed, **extra).get_params()
+                    metrics, _, _ = run_one(cls, params, prep)
+                    out[f"{method}/{bits}/{seed}"] = {k: round(float(metrics[k]), 6) for k in sweep.metrics}
+    finally:
+        set_threads(before)
     return out
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def compare(sweep: ReferenceSweep, got: dict[str, dict[str, float]]) -> list[str]:
@@ -163,11 +221,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.regression"
             sweep.path.write_text(json.dumps({
                 "sweep": {**{k: v for k, v in sweep.__dict__.items()}, "methods": list(sweep.method_names())},
                 "tolerance": TOLERANCE,
-                "produced_with": {"git_commit": commit, **package_versions()}, "scores": got,
+                "produced_with": {"git_commit": commit, **package_versions()}, "machine": machine(),
+                "threads": THREADS, "scores": got,
             }, indent=2, sort_keys=True, default=list) + "\n")
             print(f"wrote {sweep.path}", file=sys.stderr)
             continue
         problems = compare(sweep, got)
+        if (why := machine_mismatch(sweep)):
+            print(f"note: {why}", file=sys.stderr)
         failed |= bool(problems)
         print("\n".join(problems) if problems else f"{sweep.name}: matches the reference")
     return 1 if failed else 0

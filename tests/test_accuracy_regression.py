@@ -15,6 +15,8 @@ def test_reference_scores_are_reproduced(sweep):
 
         if not os.environ.get(ENV_VAR):
             pytest.skip(f"no CIFAR-10 copy here (${ENV_VAR}); CI and development machines have one")
+    if (why := regression.machine_mismatch(sweep)):
+        pytest.skip(why)
     problems = regression.compare(sweep, regression.compute(sweep))
     assert not problems, "\n".join(problems)
 
@@ -44,6 +46,7 @@ def test_every_builtin_method_is_in_the_cifar10_sweep():
     assert sweep.bits == (32, 64) and sweep.protocol == "ci" and sweep.seeds == (0,)
     stored = json.loads(sweep.path.read_text())
     assert {key.split("/")[0] for key in stored["scores"]} == set(BUILTIN)
+    assert stored["threads"] == regression.THREADS and stored["machine"]["torch_cpu_capability"]
     assert not stored["produced_with"]["git_commit"].endswith("+dirty")  # --update names a real commit
 
 
@@ -64,3 +67,42 @@ def test_update_refuses_a_dirty_tree_and_writes_nothing(monkeypatch, capsys):
 def test_unknown_sweep_is_a_usage_error(capsys):
     assert cli_main(["reference", "--sweep", "nope"]) == 2
     assert "unknown reference sweep 'nope'" in capsys.readouterr().err
+
+
+def test_a_machine_bound_reference_is_compared_on_its_kind_of_cpu_only(monkeypatch):
+    sweep = next(s for s in regression.SWEEPS if s.name == "cifar10-ci")
+    stored = json.loads(sweep.path.read_text())["machine"]
+    monkeypatch.setattr(regression, "machine", lambda: dict(stored))
+    assert regression.machine_mismatch(sweep) is None
+    other = {**stored, "torch_cpu_capability": "DEFAULT" if stored["torch_cpu_capability"] != "DEFAULT" else "AVX2"}
+    monkeypatch.setattr(regression, "machine", lambda: other)
+    why = regression.machine_mismatch(sweep)
+    assert why and str(stored) in why and str(other) in why
+    digits = next(s for s in regression.SWEEPS if s.name == "digits-shallow")
+    assert not digits.machine_bound and regression.machine_mismatch(digits) is None
+
+
+def test_the_machine_fingerprint_names_the_kernels_torch_picks():
+    m = regression.machine()
+    import torch
+
+    assert m["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(m["isa"]) <= set(regression.ISA_FLAGS)
+
+
+def test_reference_sweeps_compute_on_one_thread_and_restore_the_setting(monkeypatch):
+    import torch
+
+    import bench.prepare
+    import bench.runner
+
+    seen = []
+    monkeypatch.setattr(bench.prepare, "prepare", lambda *a, **k: seen.append(("prepare", torch.get_num_threads())))
+    monkeypatch.setattr(bench.runner, "run_one",
+                        lambda cls, params, prep: (seen.append(("fit", torch.get_num_threads())) or
+                                                   ({"map_all": 0.5, "map_tie_aware": 0.5}, None, None)))
+    before = torch.get_num_threads()
+    sweep = regression.ReferenceSweep("t", "digits", ("itq",), (16,), features="pixels")
+    assert regression.compute(sweep) == {"itq/16/0": {"map_all": 0.5, "map_tie_aware": 0.5}}
+    assert seen == [("prepare", regression.THREADS), ("fit", regression.THREADS)]
+    assert torch.get_num_threads() == before
