@@ -105,6 +105,11 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help=URI_HELP)
     run.add_argument("--allow-query-overlap", action="store_true", default=None,
                      help="evaluate even when queries are also database or training items (refused by default)")
+    run.add_argument("--validation", action="store_true", default=None,
+                     help="fit and evaluate on the protocol's validation split, carved from its training split "
+                          "(10%% of the training items as queries, the rest as database and training set; K "
+                          "scaled to that database): for choosing settings without the protocol's queries or "
+                          "evaluation database. Runs go to the experiment <dataset>/<protocol>-validation")
     run.add_argument("--force", action="store_true", default=None,
                      help="redo runs that already finished with the same settings")
     run.add_argument("--no-save-models", action="store_false", default=None, dest="save_models",
@@ -256,7 +261,7 @@ def _cmd_run(args) -> int:
         "feature_options": parse_data_options(args.feature_option, "--feature-option") or None,
         "side_options": parse_side_options(args.side_option) or None, "params": parse_overrides(args.param) or None,
         "force": args.force, "metric": args.metric, "allow_query_overlap": args.allow_query_overlap,
-        "save_models": args.save_models,
+        "save_models": args.save_models, "validation": args.validation,
     })
     tracking_uri = args.tracking_uri or file.get("tracking_uri")
     stale_after = args.stale_after if args.stale_after is not None else file.get("stale_after", STALE_AFTER)

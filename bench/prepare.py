@@ -11,7 +11,7 @@ import numpy as np
 from bench.errors import UsageError
 from bench.record import DataDigests, data_digests, data_setting
 from hashbench.datasets import Protocol, Split, compute_features, get_protocol, load_dataset, make_split
-from hashbench.datasets.protocols import split_digest
+from hashbench.datasets.protocols import VALIDATION_RULE, split_digest, validation_split, validation_topk
 
 SPLITS = ("train", "database", "query")
 
@@ -74,7 +74,8 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
             data_options: dict[str, Any] | None = None,
             side_options: dict[str, dict[str, Any]] | None = None,
             feature_options: dict[str, Any] | None = None,
-            allow_query_overlap: bool = False, split_seed: int | None = None) -> Prepared:
+            allow_query_overlap: bool = False, split_seed: int | None = None,
+            validation: bool = False) -> Prepared:
     """Load, split and featurise ``dataset``; compute the named side inputs; hash what was prepared.
 
     ``side_options`` holds settings per side input (``{"tags": {"k": 5}}``); settings a side input
@@ -85,6 +86,10 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
     training split only. Queries that are also database or training items are refused unless
     ``allow_query_overlap``. ``split_seed`` draws the protocol's split with another seed (None: the
     protocol's own seed); it is recorded as ``data.split_seed`` and changes the split's digest.
+    ``validation`` replaces the split by its validation split (`datasets.protocols.validation_split`:
+    queries and database carved from the training split only; the protocol's queries and evaluation
+    database are never featurised nor returned) and the protocol by ``<name>-validation`` whose K is
+    `datasets.protocols.validation_topk`; the rule is recorded as ``data.validation.*``.
 
     Raises `datasets.DataError` (missing or malformed data, overlapping splits) or `UsageError` (NaN
     features; a split seed for a protocol that uses the dataset's own split).
@@ -101,6 +106,15 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
             raise UsageError(f"protocol {proto.name!r} uses the dataset's own split; --split-seeds does not apply")
         proto = dataclasses.replace(proto, seed=int(split_seed))
     split = make_split(proto, data, allow_query_overlap=allow_query_overlap)
+    validation_info: dict[str, Any] = {}
+    if validation:
+        parent, parent_split = proto, split
+        split = validation_split(parent, parent_split, data, VALIDATION_RULE)
+        proto = dataclasses.replace(parent, name=f"{parent.name}-validation",
+                                    topk=validation_topk(parent, parent_split, split),
+                                    description=f"validation split of protocol {parent.name!r}")
+        validation_info = {"validation.of": parent.name, "validation.of_digest": parent.digest(),
+                           **{f"validation.{k}": v for k, v in VALIDATION_RULE.as_dict().items()}}
     used = np.unique(np.concatenate([split.query, split.database, split.train]))
     feats, feat_info = compute_features(data, features, indices=used, **dict(feature_options or {}))
     feats = np.asarray(feats)
@@ -131,7 +145,7 @@ def prepare(dataset: str, *, protocol: str | None = None, features: str | None =
         "split_seed": proto.seed,
         **out.sizes(), "source": data.source, "allow_query_overlap": bool(allow_query_overlap),
         **{f"overlap.{k}": int(v) for k, v in split.overlap.items()},
-        **{f"option.{k}": v for k, v in options.items()},
+        **{f"option.{k}": v for k, v in options.items()}, **validation_info,
     }
     out.digests = data_digests(out.features, out.labels, {s: getattr(split, s) for s in SPLITS}, out.side)
     return out

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,8 +33,8 @@ from bench.errors import UsageError
 from bench.interrupts import critical, interrupts_deferred, shielded
 from bench.measure import peak_rss_mb, reset_peak_rss, timer
 from bench.prepare import Prepared, prepare
-from bench.sweep import (Plan, PlannedRun, SweepSpec, side_inputs_needed, sweep_file_of,  # noqa: F401 (re-export)
-                         validate)
+from bench.sweep import (Plan, PlannedRun, SweepSpec, check_table_metric, side_inputs_needed,  # noqa: F401
+                         sweep_file_of, validate)
 from bench.tracking import HEARTBEAT_EVERY, STALE_AFTER, SWEEP_RUNS, Claim, Heartbeat, RunBundle, Tracker
 
 
@@ -419,7 +420,8 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                            side_inputs=plan.side_inputs, fit_only_side=plan.fit_only_side_inputs,
                            allow_pickle=spec.allow_pickle, data_options=spec.data_options,
                            side_options=spec.side_options, feature_options=spec.feature_options,
-                           allow_query_overlap=spec.allow_query_overlap, split_seed=split_seed)
+                           allow_query_overlap=spec.allow_query_overlap, split_seed=split_seed,
+                           validation=spec.validation)
         sizes = prep.sizes()
         say(f"{spec.dataset}/{prep.protocol.name} (split seed {prep.protocol.seed}): {sizes['n_query']} queries, "
             f"{sizes['n_database']} database, {sizes['n_train']} training items, features "
@@ -436,6 +438,8 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
     env = {**environment(), "threads": str(threads)}
     experiment = f"{spec.dataset}/{prep.protocol.name}"
     topk = prep.protocol.topk
+    if plan.table_metric is None:  # a validation sweep: K is the validation split's
+        plan = dataclasses.replace(plan, table_metric=check_table_metric(spec.table_metric, prep.protocol))
     code = {name: record.code_fingerprint(cls.__module__) for name, cls in plan.classes.items()}
     sweep_layout = record.Layout()
     sweep_layout.add_params("sweep", {"methods": ",".join(spec.methods), "bits": ",".join(map(str, spec.bits)),

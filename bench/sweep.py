@@ -27,7 +27,9 @@ class SweepSpec:
     the loader's options, ``feature_options`` the extractor's settings, ``side_options`` settings per
     side input (``{"tags": {"k": 5}}``). ``table_metric`` is the metric of the printed table (None: mAP@K
     of the protocol). ``allow_query_overlap`` evaluates queries that are also database or training
-    items (refused by default). ``force`` redoes runs that already finished.
+    items (refused by default). ``force`` redoes runs that already finished. ``validation`` fits and
+    evaluates on the protocol's validation split instead of its queries and database
+    (`datasets.protocols.validation_split`; experiment ``<dataset>/<protocol>-validation``).
 
     Raises `UsageError` for an empty method list, bits outside 1..1024, negative seeds, or overrides
     of methods that are not in the sweep.
@@ -54,6 +56,8 @@ class SweepSpec:
     split_seeds: tuple[int, ...] | None = None
     # keep each run's fitted hasher (MLflow pyfunc model) and database codes (faiss index); not identity
     save_models: bool = True
+    # fit and evaluate on the protocol's validation split (carved from its training split) instead
+    validation: bool = False
 
     def __post_init__(self):
         if not self.methods:
@@ -114,6 +118,8 @@ class SweepSpec:
             del data["split_seeds"]
         if data["save_models"]:  # the default leaves the digest of sweeps from before the field unchanged
             del data["save_models"]
+        if not data["validation"]:  # as save_models
+            del data["validation"]
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -144,7 +150,7 @@ class Plan:
     protocol: Any
     side_inputs: tuple[str, ...]
     fit_only_side_inputs: tuple[str, ...]
-    table_metric: str
+    table_metric: str | None  # None for a validation sweep until its data are loaded
 
     @property
     def classes(self) -> dict[str, type]:
@@ -209,12 +215,23 @@ def validate(spec: SweepSpec) -> Plan:
                          f"(side inputs used: {list(side) or 'none'})")
     check_settings(spec.dataset, spec.features, dict(spec.feature_options),
                    {name: dict(spec.side_options.get(name, {})) for name in side})
-    table_metric = spec.table_metric or metrics.default_metric(protocol.topk)
+    if spec.validation:  # K follows the validation database's size, known once the data are loaded
+        return Plan(spec, tuple(runs), protocol, side, fit_only, None)
+    return Plan(spec, tuple(runs), protocol, side, fit_only, check_table_metric(spec.table_metric, protocol))
+
+
+def check_table_metric(name: str | None, protocol: Any) -> str:
+    """The table's metric: ``name``, or mAP@K of ``protocol`` when None.
+
+    Raises:
+        UsageError: ``name`` is not a metric a run of ``protocol`` records.
+    """
+    table_metric = name or metrics.default_metric(protocol.topk)
     known = metrics.run_metrics(protocol.topk)
     if table_metric not in known:
         raise UsageError(f"unknown metric {table_metric!r} for --metric; a run of protocol "
                          f"{protocol.name!r} records: {', '.join(known)}")
-    return Plan(spec, tuple(runs), protocol, side, fit_only, table_metric)
+    return table_metric
 
 
 def parse_int_list(text: str, what: str) -> tuple[int, ...]:
@@ -276,10 +293,11 @@ def _dotted(items: list[str] | None, flag: str, form: str) -> dict[str, dict[str
 # Keys of a sweep file (``python -m bench run --config sweep.yaml``): the same as the flags of ``run``.
 SWEEP_KEYS = ("methods", "dataset", "bits", "seeds", "protocol", "features", "data_root", "allow_pickle",
               "data_options", "feature_options", "side_options", "params", "grid", "force", "metric",
-              "allow_query_overlap", "split_seeds", "save_models")
+              "allow_query_overlap", "split_seeds", "save_models", "validation")
 # Keys that say how to run a sweep, not what it is: accepted in a file, never part of the logged sweep.
 RUN_KEYS = ("tracking_uri", "stale_after", "format", "threads")
-_DEFAULTS = {"dataset": "fashion-mnist", "bits": (16, 32, 64, 128), "seeds": (0,), "save_models": True}
+_DEFAULTS = {"dataset": "fashion-mnist", "bits": (16, 32, 64, 128), "seeds": (0,), "save_models": True,
+             "validation": False}
 
 
 def read_sweep_file(path: str) -> dict[str, Any]:
@@ -360,6 +378,7 @@ def build_spec(file: dict[str, Any] | None = None, flags: dict[str, Any] | None 
         allow_query_overlap=bool(pick("allow_query_overlap")), grid=_mapping(file.get("grid"), "grid", 2),
         split_seeds=None if pick("split_seeds") is None else _as_ints(pick("split_seeds"), "split_seeds"),
         save_models=_as_bool(pick("save_models"), "save_models"),
+        validation=_as_bool(pick("validation"), "validation"),
     )
 
 
@@ -379,5 +398,5 @@ def sweep_file_of(spec: SweepSpec) -> dict[str, Any]:
            "params": spec.overrides or None, "grid": spec.grid or None, "metric": spec.table_metric,
            "allow_query_overlap": spec.allow_query_overlap or None,
            "split_seeds": None if spec.split_seeds is None else list(spec.split_seeds),
-           "save_models": None if spec.save_models else False}
+           "save_models": None if spec.save_models else False, "validation": spec.validation or None}
     return {k: v for k, v in out.items() if v is not None}

@@ -244,6 +244,72 @@ def _sampled_split(protocol: Protocol, data: Dataset) -> Split:
     return Split(query=query.astype(np.int64), database=database.astype(np.int64), train=train.astype(np.int64))
 
 
+# --------------------------------------------------------------------------- validation split
+
+@dataclass(frozen=True)
+class ValidationRule:
+    """How a validation split is carved from a protocol's training split, and its K.
+
+    ``fraction`` of the training items (stratified by class for single-label data when the count divides
+    evenly, as the protocol's own draws) become validation queries; the other training items are both the
+    validation database (in a seeded random order) and the set a model is fitted on. The draw is seeded by
+    the protocol's seed and ``seed``. K is scaled to the validation database so that it cuts the same share
+    of the database as the protocol's K does (`validation_topk`). Neither the protocol's queries nor its
+    evaluation database are read.
+    """
+
+    fraction: float = 0.1
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+VALIDATION_RULE = ValidationRule()
+# Mixed into the validation draw's seed so that it never repeats the protocol's own draws.
+_VALIDATION_STREAM = 0x7A11D
+
+
+def validation_split(protocol: Protocol, split: Split, data: Dataset,
+                     rule: ValidationRule = VALIDATION_RULE) -> Split:
+    """The validation split of ``split`` (a split ``protocol`` made of ``data``): rows of its training
+    split only (`ValidationRule`). Returns a `Split` of int64 row indices whose ``query`` are the
+    validation queries (sorted), ``database`` the other training rows in a seeded random order and
+    ``train`` the same rows sorted; ``overlap`` as `query_overlap` counts it (zero for datasets whose rows
+    are items: the parts are disjoint rows; pre-extracted features may repeat a row).
+
+    Raises:
+        DataError: ``rule.fraction`` is not in (0, 1), or the training split is too small to leave at least
+            one validation query and one validation database item.
+    """
+    if not 0 < rule.fraction < 1:
+        raise DataError(f"the validation fraction must lie in (0, 1), got {rule.fraction!r}")
+    train = np.sort(np.asarray(split.train, dtype=np.int64))
+    n_val = int(round(rule.fraction * len(train)))
+    if n_val < 1 or n_val >= len(train):
+        raise DataError(f"a validation split of {rule.fraction:g} of {len(train)} training items leaves "
+                        f"{n_val} validation queries and {len(train) - n_val} database items; both must be >= 1")
+    rng = np.random.default_rng([protocol.seed, rule.seed, _VALIDATION_STREAM])
+    strat = None
+    if protocol.per_class and not data.multi_label:
+        n_classes = len(np.unique(data.labels[train]))
+        if n_val % n_classes == 0 and all(np.count_nonzero(data.labels[train] == c) >= n_val // n_classes
+                                          for c in np.unique(data.labels[train])):
+            strat = data.labels
+    query = np.sort(_sample(rng, train, n_val, strat, "validation queries")).astype(np.int64)
+    rest = np.setdiff1d(train, query, assume_unique=True)
+    database = rng.permutation(rest).astype(np.int64)
+    return Split(query=query, database=database, train=rest,
+                 overlap=query_overlap(Split(query, database, rest), data))
+
+
+def validation_topk(protocol: Protocol, split: Split, validation: Split) -> int:
+    """K of a validation split: the protocol's K scaled by the ratio of the validation database to the
+    protocol's database, rounded, at least 1 (CIFAR-10: 1,000 of 59,000 -> 76 of 4,500)."""
+    k = min(protocol.topk, len(split.database))
+    return max(1, int(round(k * len(validation.database) / len(split.database))))
+
+
 def _as_index(rows, n: int, what: str) -> np.ndarray:
     """``rows`` as a 1-d int64 array of row numbers in ``[0, n)``; `DataError` otherwise."""
     arr = np.asarray(rows)
