@@ -125,6 +125,37 @@ def check_features(X: Any, *, name: str = "X", n_features: int | None = None, ow
     return np.ascontiguousarray(X)
 
 
+def search_space_values(spec: dict[str, Any]) -> list[Any]:
+    """The values of one `Hasher.search_space` entry that bound it: its two ends, or its choices."""
+    return list(spec["choices"]) if "choices" in spec else [spec["low"], spec["high"]]
+
+
+def check_search_space(space: Any, constraints: dict[str, Any], owner: str) -> None:
+    """Raise `TypeError` unless ``space`` is a valid `Hasher.search_space` for parameters declared in
+    ``constraints`` (called when a method class is created, so a typo fails at import)."""
+    if not isinstance(space, dict):
+        raise TypeError(f"{owner}.search_space must be a dict of name -> range, got {type(space).__name__}")
+    for name, spec in space.items():
+        where = f"{owner}.search_space[{name!r}]"
+        if name not in constraints or name in ("n_bits", "seed"):
+            raise TypeError(f"{where}: not a tunable hyper-parameter declared in _parameter_constraints")
+        if not isinstance(spec, dict) or not (set(spec) <= {"low", "high", "log"} and {"low", "high"} <= set(spec)
+                                               or set(spec) == {"choices"}):
+            raise TypeError(f"{where} must be {{'low': a, 'high': b[, 'log': bool]}} or {{'choices': [...]}}, got {spec!r}")
+        if "choices" in spec:
+            if not isinstance(spec["choices"], (list, tuple)) or len(spec["choices"]) < 2:
+                raise TypeError(f"{where}: 'choices' must list at least two values")
+        else:
+            low, high = spec["low"], spec["high"]
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+            if not numbers or not low < high or (spec.get("log") and low <= 0):
+                raise TypeError(f"{where}: needs numbers low < high (> 0 on a log scale), got {spec!r}")
+        if constraints[name] != "no_validation":
+            for value in search_space_values(spec):
+                if not any(make_constraint(c).is_satisfied_by(value) for c in constraints[name]):
+                    raise TypeError(f"{where}: {value!r} breaks the parameter's constraints {constraints[name]}")
+
+
 class Hasher(TransformerMixin, BaseEstimator):
     """Base class of all hashing methods (see the module docstring for the contract).
 
@@ -142,6 +173,11 @@ class Hasher(TransformerMixin, BaseEstimator):
     * ``execution_params``: hyper-parameters that choose where the computation runs, not what it
       computes (``("device",)``). A harness records them but leaves them out of a run's identity, so
       ``device="cpu"`` and ``device="auto"`` on a machine without a GPU are the same run.
+    * ``search_space``: the hyper-parameters worth tuning and their ranges, as plain data (a tuner such
+      as ``bench tune`` reads it; nothing here imports one): name -> ``{"low": a, "high": b}`` (ints when
+      both ends are ints, else floats; ``"log": True`` samples on a log scale) or ``{"choices": [...]}``.
+      Every end and choice must pass the parameter's constraints (checked when the class is created).
+      Empty: nothing to tune (the method has no hyper-parameter that changes its codes).
     * ``_parameter_constraints``: hyper-parameter name -> list of allowed values in scikit-learn's
       format (a value is valid when it satisfies one of them; vocabulary in `methods.constraints`).
       A class declares only its own hyper-parameters; when the class is created, those of its bases
@@ -177,6 +213,7 @@ class Hasher(TransformerMixin, BaseEstimator):
     reference: ClassVar[str] = ""
     conformance_params: ClassVar[dict[str, Any]] = {}
     execution_params: ClassVar[tuple[str, ...]] = ()
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {}
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_bits": [Interval(Integral, 1, 1024, closed="both")],
         "seed": [Interval(Integral, 0, None, closed="left")],
@@ -197,6 +234,7 @@ class Hasher(TransformerMixin, BaseEstimator):
                 for constraint in constraints:
                     make_constraint(constraint)
         cls._parameter_constraints = merged
+        check_search_space(cls.search_space, merged, cls.__name__)
 
     def __init__(self, n_bits: int, *, seed: int = 0) -> None:
         self.n_bits = n_bits

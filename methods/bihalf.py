@@ -55,6 +55,9 @@ class BiHalfHash(CosineHasher):
     )
     layer = "bihalf"
     SCHEDULES = SCHEDULES
+    # The schedule (rate, passes) around the "cpu" preset and the backward's gamma (authors: 6).
+    search_space = {"lr": {"low": 3e-4, "high": 3e-2, "log": True}, "epochs": {"low": 5, "high": 60},
+                    "gamma": {"low": 1.0, "high": 12.0}}
     _parameter_constraints = {"gamma": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(

@@ -108,6 +108,9 @@ class CIBHash(Hasher):
     )
     execution_params = ("device",)
     conformance_params = {"epochs": 3, "hidden": 32}
+    # The schedule around the "cpu" preset, NT-Xent's temperature (authors: 0.3) and the KL weight.
+    search_space = {"lr": {"low": 3e-4, "high": 3e-3, "log": True}, "epochs": {"low": 10, "high": 60},
+                    "temperature": {"low": 0.1, "high": 1.0}, "weight": {"low": 1e-4, "high": 1e-2, "log": True}}
     _parameter_constraints = {
         "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],
         "schedule": [StrOptions(set(SCHEDULES))],

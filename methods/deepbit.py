@@ -117,6 +117,11 @@ class DeepBit(Hasher):
     )
     execution_params = ("device",)
     conformance_params = {"stage1_epochs": 2.0, "stage1_step_epochs": 1.0, "stage2_epochs": 1.0}
+    # Stage 1's rate and length and the weights of the rotation-invariance and quantisation terms.
+    search_space = {"stage1_lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                    "stage1_epochs": {"low": 8.0, "high": 64.0},
+                    "rotation_weight": {"low": 1e-4, "high": 1e-2, "log": True},
+                    "quantization_weight": {"low": 0.1, "high": 10.0, "log": True}}
     _parameter_constraints = {
         "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],
         "activation": [StrOptions(set(ACTIVATIONS))],

@@ -53,6 +53,9 @@ class GreedyHash(CosineHasher):
     )
     layer = "sign"
     SCHEDULES = SCHEDULES
+    # The schedule (rate, passes) and the weight of the |h| -> 1 term, around the "cpu" preset.
+    search_space = {"lr": {"low": 3e-3, "high": 3e-1, "log": True}, "epochs": {"low": 10, "high": 100},
+                    "alpha": {"low": 0.01, "high": 1.0, "log": True}}
     _parameter_constraints = {"alpha": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(

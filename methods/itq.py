@@ -85,6 +85,8 @@ class ITQ(Hasher):
         "Y. Gong, S. Lazebnik, Iterative quantization: A procrustean approach to learning binary codes, "
         "CVPR 2011; Y. Gong, S. Lazebnik, A. Gordo, F. Perronnin, TPAMI 35(12), 2013"
     )
+    # Rotation iterations: the paper's 50; fewer under-fit the rotation, more rarely change the codes.
+    search_space = {"n_iter": {"low": 5, "high": 200, "log": True}}
     _parameter_constraints = {"n_iter": [Interval(Integral, 0, None, closed="left")]}
 
     def __init__(self, n_bits: int, *, seed: int = 0, n_iter: int = 50) -> None:

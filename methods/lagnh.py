@@ -160,6 +160,11 @@ class LAGNH(Hasher):
         "epochs": 2, "batch_size": 150, "g_steps": 1, "hidden": 32, "embed_dim": 16, "n_anchors": 40, "device": "cpu",
     }
 
+    # The rate, the loss weights (alpha: classification, beta: graph reconstruction, lamda: quantisation)
+    # and dropout; an ablation leaves out the weight of the term it removes.
+    search_space = {"lr": {"low": 3e-5, "high": 1e-3, "log": True}, "alpha": {"low": 0.1, "high": 10.0, "log": True},
+                    "beta": {"low": 10.0, "high": 1000.0, "log": True},
+                    "lamda": {"low": 0.1, "high": 10.0, "log": True}, "dropout": {"low": 0.0, "high": 0.7}}
     _parameter_constraints = {
         # the prior's generator is seeded with seed + 1
         "seed": [Interval(Integral, 0, TORCH_SEED_MAX - 1, closed="both")],
@@ -396,6 +401,7 @@ class LAGNHNoAux(LAGNH):
     ``relu(cos(x_i, x_j))`` of the (optionally normalised) input features."""
 
     name = "lagnh-noaux"
+    search_space = {k: v for k, v in LAGNH.search_space.items() if k != "alpha"}
     side_inputs = ()
     _uses_tags = False
     _attention = False
@@ -415,6 +421,7 @@ class LAGNHNoRec(LAGNH):
     """LAGNH without the similarity-graph reconstruction loss."""
 
     name = "lagnh-norec"
+    search_space = {k: v for k, v in LAGNH.search_space.items() if k != "beta"}
     _reconstruction = False
 
 

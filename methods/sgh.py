@@ -121,6 +121,9 @@ class SGH(Hasher):
     )
     execution_params = ("device",)
     conformance_params = {"epochs": 10.0, "halve_every_epochs": 4.0}
+    # The rate and length of the schedule and the two regularisation weights of the demo.
+    search_space = {"lr": {"low": 1e-3, "high": 3e-2, "log": True}, "epochs": {"low": 10.0, "high": 100.0},
+                    "alpha": {"low": 1e-4, "high": 1e-2, "log": True}, "beta": {"low": 1e-4, "high": 1e-2, "log": True}}
     _parameter_constraints = {
         "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],
         "xi": [StrOptions(set(XI_MODES))],

@@ -188,6 +188,9 @@ class ScalableGraphHashing(Hasher):
         "(MATLAB code mirrored in github.com/willard-yuan/hashing-baseline-for-image-retrieval, Method-SGH)"
     )
     conformance_params = {"n_anchors": 50}
+    # The kernel width factor, the number of anchors and the ridge of the feature transformation.
+    search_space = {"rho": {"low": 0.5, "high": 4.0}, "n_anchors": {"low": 100, "high": 1000, "log": True},
+                    "gamma": {"low": 1e-8, "high": 1e-4, "log": True}}
     _parameter_constraints = {
         "n_anchors": [Interval(Integral, 1, None, closed="left")],
         "rho": [Interval(Real, 0, None, closed="neither")],

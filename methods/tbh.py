@@ -89,6 +89,9 @@ class TBH(Hasher):
     )
     execution_params = ("device",)
     conformance_params = {"iterations": 20, "batch_size": 64, "hidden": 32, "continuous_dim": 16, "lr": 1e-3}
+    # The schedule around the "cpu" preset (rate, steps, rows per step = nodes of the code graph).
+    search_space = {"lr": {"low": 1e-4, "high": 3e-3, "log": True}, "iterations": {"low": 300, "high": 2400, "log": True},
+                    "batch_size": {"choices": [100, 200, 400]}}
     _parameter_constraints = {
         "seed": [Interval(Integral, 0, TORCH_SEED_MAX, closed="both")],
         "schedule": [StrOptions(set(SCHEDULES))],

@@ -233,6 +233,22 @@ def check_parameter_constraints(case: Case) -> None:
             raise AssertionError(f"validate_params() refuses {what}: {type(exc).__name__}: {exc}") from exc
 
 
+def check_search_space(case: Case) -> None:
+    """Every end and choice of ``search_space`` is accepted by ``validate_params()`` when set alone on the
+    class's defaults (so a tuner can never draw a setting the method refuses at a range's end)."""
+    from hashbench.methods.base import search_space_values
+
+    cls = case.cls
+    for name, spec in cls.search_space.items():
+        for value in search_space_values(spec):
+            est = cls(case.n_bits).set_params(**{name: value})
+            try:
+                est.validate_params()
+            except Exception as exc:  # noqa: BLE001 - a refused value of the space is the finding
+                raise AssertionError(f"search_space[{name!r}] = {value!r} is refused: {type(exc).__name__}: {exc}") \
+                    from exc
+
+
 def check_not_fitted(case: Case) -> None:
     """``encode``, ``project``, ``n_parameters`` and ``resolved_params`` before ``fit`` raise
     `NotFittedError` (the first one's message says to fit)."""
@@ -450,6 +466,7 @@ CHECKS: dict[str, Callable[[Case], None]] = {
         check_init_stores_only,
         check_get_params_roundtrip,
         check_parameter_constraints,
+        check_search_space,
         check_not_fitted,
         check_fit_returns_self,
         check_code_layout,

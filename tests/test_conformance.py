@@ -203,3 +203,44 @@ def test_lsh_passes_with_other_sizes():
     from hashbench.methods.testing import check_hasher
 
     check_hasher(LSH, n_bits=5, n_samples=40, n_features=3)
+
+
+# ----------------------------------------------------------------------------- search spaces
+
+
+def test_a_search_space_typo_fails_when_the_class_is_created():
+    from hashbench.methods.constraints import Integral, Interval
+
+    with pytest.raises(TypeError, match="not a tunable hyper-parameter"):
+        type("Typo", (LSH,), {"search_space": {"n_iterations": {"low": 1, "high": 5}}})
+    with pytest.raises(TypeError, match="low < high"):
+        type("Upside", (LSH,), {"_parameter_constraints": {"k": [Interval(Integral, 1, None, closed="left")]},
+                                "search_space": {"k": {"low": 5, "high": 1}}})
+    with pytest.raises(TypeError, match="breaks the parameter's constraints"):
+        type("Outside", (LSH,), {"_parameter_constraints": {"k": [Interval(Integral, 1, None, closed="left")]},
+                                 "search_space": {"k": {"low": 0, "high": 4}}})
+    with pytest.raises(TypeError, match="choices"):
+        type("OneChoice", (LSH,), {"_parameter_constraints": {"k": [Interval(Integral, 1, None, closed="left")]},
+                                   "search_space": {"k": {"choices": [2]}}})
+
+
+def test_the_search_space_check_catches_a_value_only_the_method_refuses():
+    class CrossRule(LSH):
+        _parameter_constraints = {"k": [Interval(Integral, 1, None, closed="left")]}
+        search_space = {"k": {"low": 1, "high": 64}}
+
+        def __init__(self, n_bits, *, seed=0, k=4):
+            super().__init__(n_bits, seed=seed)
+            self.k = k
+
+        def _check_params(self):
+            if self.k > self.n_bits:
+                raise ValueError("k must not exceed n_bits")
+
+    with pytest.raises(AssertionError, match="search_space\\['k'\\] = 64 is refused"):
+        run_check(CrossRule, "search_space")
+
+
+def test_every_method_with_hyper_parameters_that_change_its_codes_declares_a_search_space():
+    empty = sorted(name for name in BUILTIN if not get_method(name).search_space)
+    assert empty == ["lsh", "pcah", "sh"]  # nothing of theirs changes the codes but n_bits and seed
