@@ -76,6 +76,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 # ----------------------------------------------------------------------------------------------- tags
+TAG_SPLIT = "hashbench.split"              # "protocol" or "validation" (`datasets.protocols.validation_split`)
 TAG_KIND = "hashbench.kind"                # "run" (one method, bits, seed) or "sweep" (the parent run)
 TAG_LAYOUT = "hashbench.layout"            # LAYOUT_VERSION for runs written by this module
 TAG_RUN_KEY = "hashbench.run_key"
@@ -224,6 +225,9 @@ class RunIdentity:
     data: str
     code: str
     data_setting: str = ""  # not part of run_key/config_key/setting_key: see the row keys
+    # which split the run was scored on: "protocol" or "validation" (tagged; the split's digest in ``data``
+    # already makes the two different runs)
+    split: str = "protocol"
 
     def _payload(self, *, seed: bool = True, bits: bool = True, code: bool = True) -> dict[str, Any]:
         params = {k: v for k, v in self.params.items()
@@ -262,7 +266,8 @@ class RunIdentity:
     def tags(self) -> dict[str, str]:
         return {TAG_RUN_KEY: self.run_key, TAG_CONFIG_KEY: self.config_key, TAG_SETTING_KEY: self.setting_key,
                 TAG_ROW_KEY: self.row_key, TAG_ROW_SETTING_KEY: self.row_setting_key,
-                TAG_CODE: self.code, TAG_METHOD: self.method, TAG_LAYOUT: LAYOUT_VERSION, TAG_KIND: "run"}
+                TAG_CODE: self.code, TAG_METHOD: self.method, TAG_LAYOUT: LAYOUT_VERSION, TAG_KIND: "run",
+                TAG_SPLIT: self.split}
 
 
 # Facts that do not make data different (where files sit, how fast they were computed) and facts that

@@ -465,7 +465,8 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                 split = f" split seed {prep.protocol.seed}" if spec.split_seeds else ""
                 tag = f"[{number}/{len(todo)}] {planned.label} {planned.n_bits} bits seed {planned.seed}{split}"
                 identity = record.RunIdentity(planned.method, planned.identity_params, prep.fingerprint(planned.cls),
-                                              code[planned.method][0], prep.data_setting(planned.cls))
+                                              code[planned.method][0], prep.data_setting(planned.cls),
+                                              split="validation" if spec.validation else "protocol")
                 name = f"{planned.method}-{planned.n_bits}b-s{planned.seed}"
                 claim = rec.claim(exp_id, identity, name, parent_id, not spec.force, stale_after)
                 if claim.outcome != "mine":

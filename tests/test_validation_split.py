@@ -123,6 +123,7 @@ def test_a_validation_sweep_evaluates_training_rows_only_and_records_its_own_exp
     exp = client.get_experiment_by_name("digits/digits-validation")
     runs = client.search_runs([exp.experiment_id], "tags.`hashbench.kind` = 'run'")
     assert len(runs) == 1 and runs[0].data.params["data.validation.of"] == "digits"
+    assert runs[0].data.tags["hashbench.split"] == "validation"
     assert f"map_at_{k}" in runs[0].data.metrics
     assert client.get_experiment_by_name("digits/digits") is None  # nothing recorded on the protocol's split
 
