@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Callable
 
 from bench.errors import USER_ERRORS, UsageError
 
@@ -43,6 +44,10 @@ EXAMPLES = {
   {prog} reference                          # recompute the committed accuracy references and compare
   {prog} reference --sweep cifar10-ci       # one sweep only
   {prog} reference --update                 # rewrite them on purpose (clean checkout; review the diff)""",
+    "tune": """examples:
+  {prog} tune --methods itq,lagnh --dataset cifar10 --bits 64 --trials 20     # 20 trials + the defaults each
+  {prog} tune --methods sgh --dataset cifar10 --bits 64 --time-budget 15 --output sgh.yaml
+  {prog} run --config tuned.yaml             # the chosen settings on the protocol's queries and database""",
     "sync": """examples:
   {prog} sync --tracking-uri http://127.0.0.1:5000   # after a sweep said its results are in the spool""",
 }
@@ -145,6 +150,30 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                           "file names the commit that produced it)")
     ref.add_argument("--sweep", action="append", metavar="NAME",
                      help="only this reference sweep (repeatable): digits-shallow, cifar10-ci (default: all)")
+
+    tune = command("tune", "choose each method's hyper-parameters on the validation split (carved from the training "
+                           "split) with the same budget for every method; write them as a sweep file")
+    tune.add_argument("--methods", required=True, help="comma-separated method names")
+    tune.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET})")
+    tune.add_argument("--bits", required=True, type=int, help="the code length to tune at, e.g. 64")
+    budget = tune.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--trials", type=int, help="configurations drawn from each method's search space "
+                                                   "(the defaults are scored as well)")
+    budget.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="minutes of search per method (the defaults are scored as well)")
+    tune.add_argument("--seed", type=int, default=0, help="the method seed of every trial and of the search (default 0)")
+    tune.add_argument("--protocol", help="protocol name (default: the dataset's standard protocol)")
+    tune.add_argument("--features", help="feature extractor (default: the dataset's default)")
+    tune.add_argument("--data-root", help="folder or file holding the dataset (default: standard locations)")
+    tune.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
+                      help="a hyper-parameter every trial shares, e.g. a reduced schedule --param "
+                           "lagnh.epochs=5 (repeatable; kept in the written file)")
+    tune.add_argument("--output", default="tuned.yaml", metavar="SWEEP.yaml",
+                      help="where the chosen configurations go (default tuned.yaml), for run --config")
+    tune.add_argument("--tracking-uri", help=URI_HELP)
+    tune.add_argument("--threads", metavar="N", default="1", help="threads per trial (default 1)")
+    tune.add_argument("--ray-address", metavar="ADDR",
+                      help="join this Ray cluster (default: start a local Ray instance on this machine's cores)")
 
     lst = command("list", "list methods or datasets")
     lst.add_argument("what", nargs="?", choices=("methods", "datasets"), default="methods",
@@ -501,8 +530,38 @@ def _cmd_reference(args) -> int:
     return regression.main(argv, prog=f"{args.prog} reference")
 
 
+def _stderr(args) -> Callable[[str], None]:
+    """Progress lines on stderr, none with --quiet."""
+    if args.verbosity < 0:
+        return lambda message: None
+    return lambda message: print(message, file=sys.stderr, flush=True)
+
+
+def _cmd_tune(args) -> int:
+    from bench.sweep import parse_overrides
+    from bench.threads import parse_threads
+    from bench.tune import TuneSpec, tune_methods, write_sweep_file
+
+    spec = TuneSpec(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), dataset=args.dataset,
+                    bits=args.bits, trials=args.trials,
+                    time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
+                    seed=args.seed, protocol=args.protocol, features=args.features, data_root=args.data_root,
+                    fixed=parse_overrides(args.param) or {})
+    tunings = tune_methods(spec, tracking_uri=args.tracking_uri, threads=parse_threads(args.threads),
+                           ray_address=args.ray_address, say=_stderr(args))
+    write_sweep_file(spec, tunings, args.output)
+    print(f"validation split of {spec.dataset}, {spec.bits} bits, seed {spec.seed}: defaults vs chosen")
+    for t in tunings:
+        best = t.best
+        print(f"{t.method:13s} {t.metric} {t.default.score:.4f} -> {best.score:.4f}  "
+              f"{'(defaults kept)' if best is t.default else best.params}")
+    _stderr(args)(f"wrote {args.output}: {args.prog} run --config {args.output} scores it on the protocol")
+    return 0
+
+
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "plot": _cmd_plot, "sync": _cmd_sync,
-            "compare": _cmd_compare, "search": _cmd_search, "reference": _cmd_reference}
+            "compare": _cmd_compare, "search": _cmd_search, "reference": _cmd_reference,
+            "tune": _cmd_tune}
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:

@@ -1,0 +1,101 @@
+"""bench tune: every trial on the validation split only, the same budget per method, the choice written as
+a sweep file that bench run --config reads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from bench.cli import main
+from bench.errors import UsageError
+from bench.sweep import build_spec, read_sweep_file
+from bench.tune import MethodTuning, Trial, TuneSpec, ray_search_space
+from hashbench.datasets import get_protocol, make_split
+from hashbench.datasets.protocols import split_digest, validation_split
+from hashbench.datasets.registry import load_dataset
+
+
+def test_the_budget_is_trials_or_minutes_never_both_nor_neither():
+    with pytest.raises(UsageError, match="one of the two"):
+        TuneSpec(("itq",), "digits", 16)
+    with pytest.raises(UsageError, match="one of the two"):
+        TuneSpec(("itq",), "digits", 16, trials=2, time_budget_s=60.0)
+    with pytest.raises(UsageError, match="--trials"):
+        TuneSpec(("itq",), "digits", 16, trials=0)
+    with pytest.raises(UsageError, match="--time-budget"):
+        TuneSpec(("itq",), "digits", 16, time_budget_s=-60.0)
+
+
+def test_the_defaults_stay_unless_a_trial_beats_them():
+    default = Trial({}, 0.5, "d")
+    assert MethodTuning("m", "map", default, [Trial({"a": 1}, 0.5, "t")]).best is default
+    better = Trial({"a": 2}, 0.6, "u")
+    assert MethodTuning("m", "map", default, [Trial({"a": 1}, 0.4, "t"), better]).best is better
+
+
+def test_search_spaces_become_ray_domains_of_the_right_kind():
+    pytest.importorskip("ray")
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    domains = ray_search_space({"n": {"low": 5, "high": 200, "log": True}, "k": {"low": 1, "high": 3},
+                                "lr": {"low": 1e-4, "high": 1e-2, "log": True}, "p": {"low": 0.0, "high": 0.7},
+                                "b": {"choices": [100, 200]}})
+    assert isinstance(domains["n"], Integer) and isinstance(domains["k"], Integer)
+    assert isinstance(domains["lr"], Float) and isinstance(domains["p"], Float)
+    assert isinstance(domains["b"], Categorical) and list(domains["b"].categories) == [100, 200]
+    rng = np.random.default_rng(0)
+    ks = {int(domains["k"].sample(random_state=rng)) for _ in range(200)}
+    assert ks == {1, 2, 3}  # both ends of an integer range are drawn
+    assert all(1e-4 <= domains["lr"].sample(random_state=rng) <= 1e-2 for _ in range(100))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--methods", "nope", "--bits", "16", "--trials", "1"], "nope"),
+    (["--methods", "itq", "--bits", "16", "--trials", "0"], "--trials"),
+    (["--methods", "itq", "--bits", "16", "--trials", "1", "--param", "itq.n_iter=-3"], "n_iter"),
+])
+def test_user_errors_are_one_line_and_status_2(argv, expected, tracking_uri, tmp_path, capsys):
+    assert main(["tune", "--dataset", "digits", "--features", "pixels", "--tracking-uri", tracking_uri,
+                 "--output", str(tmp_path / "t.yaml"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+    assert not (tmp_path / "t.yaml").exists()
+
+
+def test_a_tune_scores_only_the_validation_split_and_writes_a_runnable_sweep_file(tracking_uri, tmp_path, capsys):
+    pytest.importorskip("ray")
+    out = tmp_path / "tuned.yaml"
+    assert main(["tune", "--methods", "itq,lsh", "--dataset", "digits", "--features", "pixels", "--bits", "16",
+                 "--trials", "2", "--tracking-uri", tracking_uri, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "itq" in printed and "lsh" in printed and "map_at_90" in printed
+
+    data = load_dataset("digits")
+    protocol = get_protocol("digits")
+    parent = make_split(protocol, data)
+    validation = validation_split(protocol, parent, data)
+    client = MlflowClient(tracking_uri)
+    names = {e.name for e in client.search_experiments()}
+    assert "digits/digits" not in names  # nothing was scored on the protocol's queries and database
+    exp = client.get_experiment_by_name("digits/digits-validation")
+    runs = client.search_runs([exp.experiment_id], "tags.`hashbench.kind` = 'run'")
+    itq = [r for r in runs if r.data.params["method"] == "itq"]
+    lsh = [r for r in runs if r.data.params["method"] == "lsh"]
+    assert 2 <= len(itq) <= 3 and len(lsh) == 1  # the defaults and two trials (two equal draws share one run)
+    want = split_digest(validation, data)
+    for r in runs:
+        assert r.data.tags["hashbench.split"] == "validation"
+        assert r.data.params["data.split_digest"] == want  # exactly the validation split's rows
+        assert int(r.data.params["data.n_query"]) == len(validation.query)
+        assert int(r.data.params["data.n_database"]) == len(validation.database)
+
+    spec = build_spec(read_sweep_file(str(out)))
+    assert spec.methods == ("itq", "lsh") and spec.dataset == "digits" and spec.bits == (16,)
+    assert not spec.validation  # the chosen settings are for the protocol's run
+    text = out.read_text()
+    assert "map_at_90" in text and yaml.safe_load(text)["features"] == "pixels"
+    chosen = spec.overrides.get("itq", {})
+    scores = {r.data.params.get("hp.n_iter"): r.data.metrics["map_at_90"] for r in itq}
+    best = max(scores.values())
+    assert scores[str(chosen.get("n_iter", 50))] == best  # the written choice is the best validation score
