@@ -428,12 +428,18 @@ def _query_groups(q_labels: np.ndarray, single_label: bool) -> tuple[np.ndarray,
 def _record_slots(q_labels: np.ndarray, db_labels: np.ndarray, single_label: bool) -> int:
     """Record buffer length per query: at most (relevant items + 1) are written (see the scan kernel)."""
     n_db = db_labels.shape[0]
-    if not single_label or q_labels.shape[0] == 0:
-        return n_db if q_labels.shape[0] else 1
+    if q_labels.shape[0] == 0:
+        return 1
+    if not single_label:
+        return n_db
     q_ids, db_ids = q_labels[:, 0].view(np.int64), db_labels[:, 0].view(np.int64)
-    classes, counts = np.unique(db_ids, return_counts=True)
-    at = np.minimum(np.searchsorted(classes, q_ids), classes.size - 1)
-    relevant = np.where(classes[at] == q_ids, counts[at], 0)
+    if db_ids.min() >= 0 and db_ids.max() < 1 << 20:
+        counts = np.bincount(db_ids)
+        relevant = np.where((q_ids >= 0) & (q_ids < counts.size), counts[np.clip(q_ids, 0, counts.size - 1)], 0)
+    else:
+        classes, counts = np.unique(db_ids, return_counts=True)
+        at = np.minimum(np.searchsorted(classes, q_ids), classes.size - 1)
+        relevant = np.where(classes[at] == q_ids, counts[at], 0)
     return int(min(n_db, relevant.max() + 1))
 
 

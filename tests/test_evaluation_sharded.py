@@ -142,3 +142,17 @@ def test_shard_input_errors():
         ev.evaluate_sharded(q, yq, [(db[:5], ydb[:5]), (db[5:], ydb[5:])], map_fn=lambda f, xs: [f(xs[0])])
     with pytest.raises(ValueError, match="topk must be a positive integer"):
         ev.evaluate_sharded(q, yq, [(db, ydb)], topk=0)
+
+
+def test_class_ids_only_compared_for_equality():
+    # Negative and very large class ids (and a query class absent from the database) score as their
+    # dense renumbering does, in one pass and sharded.
+    q, db, yq, ydb = tie_heavy(4, 13, 90, n_classes=4)
+    odd = np.array([-7, 3, 2**40, -2**62])
+    yq_odd, ydb_odd = odd[yq], odd[ydb]
+    yq_odd[0] = 12345
+    yq_dense = yq.copy()
+    yq_dense[0] = 99
+    want = ev.evaluate(q, db, yq_dense, ydb, topk=10)
+    assert ev.evaluate(q, db, yq_odd, ydb_odd, topk=10) == want
+    assert ev.evaluate_sharded(q, yq_odd, [(db[:1], ydb_odd[:1]), (db[1:], ydb_odd[1:])], topk=10) == want
