@@ -8,9 +8,9 @@ database a ``.npy`` file opened with ``mmap_mode="r"``, everything on one thread
 * faiss ``IndexBinaryFlat`` top-1,000 search of the same codes, and evaluate / faiss (target: <= 1.0);
 * `evaluate_sharded` over ``--shards`` equal memory-mapped shards, run sequentially: its time and
   whether its metrics equal the one-pass ones (they must, to the last bit);
-* the peak resident memory (``ru_maxrss``) of each measurement, each run in a fresh process so that
-  one's peak does not hide another's (the database file's pages count once they are read), and the
-  process's resident memory after its imports (numba, faiss), before any measurement.
+* the resident memory of each measurement's process just before it (imports, queries and labels
+  loaded, kernel compiled) and its peak during the measurement (the kernel's peak mark is reset in
+  between); each runs in a fresh process, and the database file's pages count once they are read.
 
 Each figure is one run (a 10,000,000-code case takes tens of seconds per measurement), so ratios are
 only as steady as the machine: run it on an idle one. ``--n-db`` and ``--n-query`` shrink the case
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -72,15 +71,30 @@ def _load(paths: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return (np.load(paths["q"]), np.load(paths["db"], mmap_mode="r"), np.load(paths["yq"]), np.load(paths["ydb"]))
 
 
+def _status_mb(field: str) -> float:
+    """``VmRSS`` / ``VmHWM`` (peak) of this process from ``/proc/self/status``, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> float:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux ``clear_refs`` 5), so that the next
+    `_peak_rss_mb` is the peak of what runs in between rather than of the imports; returns the RSS."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # Linux: kilobytes
+    return _status_mb("VmHWM")
 
 
 def _run_evaluate(paths: dict[str, Path], topk: int) -> dict[str, Any]:
     q, db, yq, ydb = _load(paths)
-    base = _peak_rss_mb()
     with single_thread():
         evaluation.evaluate(q[:4], db[:1000], yq[:4], ydb[:1000], topk=topk)      # compile or load the kernel
+        base = _reset_peak_rss()
         start = time.perf_counter()
         metrics = evaluation.evaluate(q, db, yq, ydb, topk=topk)
         seconds = time.perf_counter() - start
@@ -93,10 +107,11 @@ def _run_sharded(paths: dict[str, Path], topk: int, n_shards: int) -> dict[str, 
     shards = [(db[a:b], ydb[a:b]) for a, b in zip(edges[:-1], edges[1:])]
     with single_thread():
         evaluation.evaluate_sharded(q[:4], yq[:4], [(db[:1000], ydb[:1000])], topk=topk)
+        base = _reset_peak_rss()
         start = time.perf_counter()
         metrics = evaluation.evaluate_sharded(q, yq, shards, topk=topk)
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "metrics": metrics}
+    return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base, "metrics": metrics}
 
 
 def _run_faiss(paths: dict[str, Path], topk: int) -> dict[str, Any]:
@@ -104,16 +119,17 @@ def _run_faiss(paths: dict[str, Path], topk: int) -> dict[str, Any]:
 
     q, db, _, _ = _load(paths)
     with single_thread():
+        base = _reset_peak_rss()
         index = faiss.IndexBinaryFlat(8 * db.shape[1])
         index.add(np.ascontiguousarray(db))
         start = time.perf_counter()
         index.search(q, topk)
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base}
 
 
 def _in_fresh_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``function(*args)`` in a new interpreter (spawn), so its ``ru_maxrss`` is its own."""
+    """Run ``function(*args)`` in a new interpreter (spawn), so that its memory is its own."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(function, args)
 
@@ -131,16 +147,16 @@ def measure(n_query: int, n_db: int, *, n_bits: int = 64, n_classes: int = 10, t
     out: dict[str, Any] = {
         "n_query": n_query, "n_db": n_db, "database_mb": n_db * (-(-n_bits // 8)) / 2**20,
         "evaluate_s": engine["seconds"], "evaluate_comparisons_per_s": comparisons / engine["seconds"],
-        "evaluate_peak_rss_mb": engine["peak_rss_mb"], "rss_after_imports_mb": engine["base_rss_mb"],
+        "evaluate_rss_before_mb": engine["base_rss_mb"], "evaluate_peak_rss_mb": engine["peak_rss_mb"],
         "faiss_search_s": faiss_run["seconds"], "faiss_comparisons_per_s": comparisons / faiss_run["seconds"],
-        "faiss_peak_rss_mb": faiss_run["peak_rss_mb"],
+        "faiss_rss_before_mb": faiss_run["base_rss_mb"], "faiss_peak_rss_mb": faiss_run["peak_rss_mb"],
         "evaluate_over_faiss": engine["seconds"] / faiss_run["seconds"],
         f"map_at_{topk}": engine["metrics"][f"map_at_{topk}"], "map_all": engine["metrics"]["map_all"],
     }
     if sharded is not None:
         out.update({"shards": n_shards, "sharded_s": sharded["seconds"],
                     "sharded_over_evaluate": sharded["seconds"] / engine["seconds"],
-                    "sharded_peak_rss_mb": sharded["peak_rss_mb"],
+                    "sharded_rss_before_mb": sharded["base_rss_mb"], "sharded_peak_rss_mb": sharded["peak_rss_mb"],
                     "sharded_equals_one_pass": sharded["metrics"] == engine["metrics"]})
     return out
 
