@@ -52,8 +52,8 @@ from numba.core import types
 from numba.extending import intrinsic
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
-__all__ = ["average_precision_at_k", "evaluate", "evaluate_sharded", "hamming_distances", "pr_curve_by_radius", "precision_at_n",
-           "top_k"]
+__all__ = ["average_precision_at_k", "evaluate", "evaluate_sharded", "hamming_distances", "pr_curve_by_radius",
+           "pr_curve_by_radius_sharded", "precision_at_n", "precision_at_n_sharded", "top_k"]
 
 # A relevant item is recorded as (position in its bucket << _DIST_BITS) | distance in one int64.
 _DIST_BITS = 16
@@ -176,11 +176,29 @@ def pr_curve_by_radius(query_codes: np.ndarray, db_codes: np.ndarray, query_labe
         ``{"radius": int64 (n_bits + 1,), "precision": float64, "recall": float64}``, columns of a table.
     """
     data = _prepare(query_codes, db_codes, query_labels, db_labels)
-    max_bits = 8 * data.n_bytes
+    n_bits = _check_curve_bits(n_bits, data.n_bytes)
+    return _pr_curve(_scan(data, np.zeros(0, dtype=np.int64)), n_bits)
+
+
+def pr_curve_by_radius_sharded(query_codes: np.ndarray, query_labels: np.ndarray, shards: Sequence[tuple[Any, Any]],
+                               *, n_bits: int | None = None, map_fn: Callable[..., Iterable[Any]] | None = None
+                               ) -> dict[str, np.ndarray]:
+    """`pr_curve_by_radius` over a database given as shards (as in `evaluate_sharded`), equal to it bit for
+    bit; histograms only, so each shard is scanned once."""
+    query, tasks = _prepare_shards(query_codes, query_labels, shards)
+    n_bits = _check_curve_bits(n_bits, query.n_bytes)
+    return _pr_curve(_scan_shards(query, tasks, np.zeros(0, dtype=np.int64), map_fn), n_bits)
+
+
+def _check_curve_bits(n_bits: Any, n_bytes: int) -> int:
+    max_bits = 8 * n_bytes
     n_bits = max_bits if n_bits is None else _check_positive_int(n_bits, "n_bits")
     if n_bits > max_bits:
-        raise ValueError(f"n_bits={n_bits} exceeds the {max_bits} bits that codes of {data.n_bytes} bytes hold")
-    scan = _scan(data, np.zeros(0, dtype=np.int64))
+        raise ValueError(f"n_bits={n_bits} exceeds the {max_bits} bits that codes of {n_bytes} bytes hold")
+    return n_bits
+
+
+def _pr_curve(scan: "_Scan", n_bits: int) -> dict[str, np.ndarray]:
     retrieved = np.cumsum(scan.hist, axis=1)[:, : n_bits + 1]
     relevant = np.cumsum(scan.rel_hist, axis=1)[:, : n_bits + 1]
     total = scan.rel_hist.sum(axis=1, keepdims=True)
@@ -201,14 +219,33 @@ def precision_at_n(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: 
     Returns:
         ``{"n": int64 (len(ns),), "precision": float64 (len(ns),)}`` in the order of ``ns``.
     """
+    ns = _check_list_lengths(ns)
+    data = _prepare(query_codes, db_codes, query_labels, db_labels)
+    cuts = np.unique(np.minimum(ns, data.n_db))
+    return _precision_at(_scan(data, cuts), ns, cuts, data.n_db)
+
+
+def precision_at_n_sharded(query_codes: np.ndarray, query_labels: np.ndarray, shards: Sequence[tuple[Any, Any]], *,
+                           ns: Iterable[int] = tuple(range(100, 1001, 100)),
+                           map_fn: Callable[..., Iterable[Any]] | None = None) -> dict[str, np.ndarray]:
+    """`precision_at_n` over a database given as shards (as in `evaluate_sharded`), equal to it bit for bit."""
+    ns = _check_list_lengths(ns)
+    query, tasks = _prepare_shards(query_codes, query_labels, shards)
+    n_db = sum(task.n_items for task in tasks)
+    cuts = np.unique(np.minimum(ns, n_db))
+    return _precision_at(_scan_shards(query, tasks, cuts, map_fn), ns, cuts, n_db)
+
+
+def _check_list_lengths(ns: Iterable[int]) -> np.ndarray:
     ns = np.array([_check_positive_int(n, "each of ns") for n in ns], dtype=np.int64)
     if ns.size == 0:
         raise ValueError("ns is empty: give at least one list length n")
-    data = _prepare(query_codes, db_codes, query_labels, db_labels)
-    cuts = np.unique(np.minimum(ns, data.n_db))
-    scan = _scan(data, cuts)
+    return ns
+
+
+def _precision_at(scan: "_Scan", ns: np.ndarray, cuts: np.ndarray, n_db: int) -> dict[str, np.ndarray]:
     mean_precision = (scan.rel_at_cut / cuts).mean(axis=0)
-    return {"n": ns, "precision": mean_precision[np.searchsorted(cuts, np.minimum(ns, data.n_db))]}
+    return {"n": ns, "precision": mean_precision[np.searchsorted(cuts, np.minimum(ns, n_db))]}
 
 
 def average_precision_at_k(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
@@ -595,6 +632,9 @@ def _scan_shards(query: _Data, tasks: list[_ShardTask], cuts: np.ndarray, map_fn
                                  cuts, off_all.copy(), off_rel.copy()))
         off_all += h
         off_rel += r
+    if cuts.size == 0:                                    # histograms are all the radius curve needs
+        empty = np.zeros((hist.shape[0], 0), dtype=np.int64)
+        return _Scan(hist, rel_hist, empty, empty.astype(np.float64))
     ranks = run(_shard_ranks, second)
     rel_at_cut = np.sum([c for c, _ in ranks], axis=0)
     acc = functools.reduce(_add_exact, [a for _, a in ranks])
@@ -711,6 +751,8 @@ def _finish_query(n_rec, rec, hist, rel_hist, cuts, rel_at_cut, acc, off_all, of
     mask = (1 << _DIST_BITS) - 1
     for t in range(n_rec):
         rel_hist[rec[t] & mask] += 1
+    if cuts.shape[0] == 0:                                # histograms only (the radius curve)
+        return
     if given:
         for d in range(hist.shape[0]):
             before[d] = off_all[d]

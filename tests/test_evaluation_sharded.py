@@ -156,3 +156,26 @@ def test_class_ids_only_compared_for_equality():
     want = ev.evaluate(q, db, yq_dense, ydb, topk=10)
     assert ev.evaluate(q, db, yq_odd, ydb_odd, topk=10) == want
     assert ev.evaluate_sharded(q, yq_odd, [(db[:1], ydb_odd[:1]), (db[1:], ydb_odd[1:])], topk=10) == want
+
+
+@pytest.mark.parametrize("labels_kind", ["single", "multi"])
+def test_curves_over_shards_equal_one_pass(labels_kind):
+    q, db, yq, ydb = tie_heavy(21, 19, 333, n_bits=12)
+    if labels_kind == "multi":
+        rng = np.random.default_rng(0)
+        yq, ydb = (rng.random((19, 4)) < 0.4).astype(np.uint8), (rng.random((333, 4)) < 0.4).astype(np.uint8)
+    shards = [(db[a:b], ydb[a:b]) for a, b in split(333, [1, 100, 1, 231])]
+    want = ev.pr_curve_by_radius(q, db, yq, ydb, n_bits=12)
+    got = ev.pr_curve_by_radius_sharded(q, yq, shards, n_bits=12)
+    assert set(got) == set(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    ns = (1, 7, 100, 333, 5000)
+    want = ev.precision_at_n(q, db, yq, ydb, ns=ns)
+    got = ev.precision_at_n_sharded(q, yq, shards, ns=ns)
+    np.testing.assert_array_equal(got["n"], want["n"])
+    np.testing.assert_array_equal(got["precision"], want["precision"])
+    with pytest.raises(ValueError, match="n_bits=17 exceeds the 16 bits"):
+        ev.pr_curve_by_radius_sharded(q, yq, shards, n_bits=17)
+    with pytest.raises(ValueError, match="ns is empty"):
+        ev.precision_at_n_sharded(q, yq, shards, ns=())
