@@ -440,7 +440,7 @@ def _query_groups(q_labels: np.ndarray, single_label: bool) -> tuple[np.ndarray,
     slots form uniform groups.
 
     With class ids, queries of one class are relevant to the same items, so full groups of one class
-    are scanned with one shared list of relevant items (`_rank_kernel`). The remaining queries (and all
+    share one relevance test and one record counter (`_rank_kernel`). The remaining queries (and all
     multi-hot ones) fill mixed groups, the last padded by repeating its last query (those slots are
     dropped). Returns the query index of every slot and the number of uniform slots.
     """
