@@ -17,18 +17,33 @@ averaged over all queries. ``map_tie_aware`` is the expectation of AP@all over u
 inside each group of equal distance (McSherry & Najork, ECIR 2008), so it does not depend on the
 database order. Radius metrics count the items within Hamming distance :math:`r` of the query.
 
-How it is fast. One compiled pass per query over the database computes the distance histogram
-:math:`n_d` and, for each relevant item, its distance and its position inside its distance bucket.
-Ranks then follow from the histogram (rank = items at smaller distance + position in the bucket), so
-no sort is ever run, and every metric (stable AP at any cut, tie-aware AP, radius precision and recall,
-P@N) comes from the same pass. Memory is :math:`O(N + Q \\cdot n_{bits})`: nothing of size
-:math:`Q \\times N` exists unless `hamming_distances` is called.
+How it is fast. One compiled pass over the database, for a group of four queries at a time (each
+database word is loaded once per group), computes each query's distance histogram :math:`n_d` and, for
+each relevant item, its distance and its position inside its distance bucket. Ranks then follow from
+the histogram (rank = items at smaller distance + position in the bucket), so no sort is ever run, and
+every metric (stable AP at any cut, tie-aware AP, radius precision and recall, P@N) comes from the same
+pass. Memory is :math:`O(N + Q \\cdot n_{bits})`: nothing of size :math:`Q \\times N` exists unless
+`hamming_distances` is called. The compiled loops are serial: the engine uses one thread.
+
+Exact sums. The sum :math:`\\sum_k P(k)\\,\\mathrm{rel}(k)` of a query adds each term (a ``float64``
+quotient) as the integer ``term * 2**92`` into a 128-bit accumulator, which is exact for every term of a
+database under :math:`2^{39}` items, and rounds the exact total to ``float64`` once. Integer sums do not
+depend on the order or grouping of their terms, which is what makes sharded evaluation exact.
+
+Sharded evaluation (`evaluate_sharded`). Histograms add across database shards taken in index order, and
+the stable rank of an item is (items at smaller distance in the whole database) + (items at its distance
+in earlier shards) + (its position in its bucket inside its shard); the same holds for its rank among the
+relevant items. A first pass over the shards gathers their histograms; a second gives each shard those
+integer offsets, so each shard computes the exact global ranks of its relevant items and its exact part
+of every query's sum. The result equals `evaluate` on the concatenated database bit for bit.
 """
 from __future__ import annotations
 
 import functools
+import math
+import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numba
 import numpy as np
@@ -37,12 +52,18 @@ from numba.core import types
 from numba.extending import intrinsic
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
-__all__ = ["average_precision_at_k", "evaluate", "hamming_distances", "pr_curve_by_radius", "precision_at_n",
-           "top_k"]
+__all__ = ["average_precision_at_k", "evaluate", "evaluate_sharded", "hamming_distances", "pr_curve_by_radius",
+           "pr_curve_by_radius_sharded", "precision_at_n", "precision_at_n_sharded", "top_k"]
 
 # A relevant item is recorded as (position in its bucket << _DIST_BITS) | distance in one int64.
 _DIST_BITS = 16
 _MAX_CODE_BYTES = ((1 << _DIST_BITS) - 1) // 8
+# Queries scanned together in one pass over the database.
+_GROUP = 4
+# Exact sums: each term in (0, 1] is added as the integer term * 2**92 to a 128-bit accumulator; for
+# terms of at least 2**-39 (ranks below 2**39) the scaled float64 is an integer, so no bit is lost.
+_FIXED_POINT_BITS = 92
+_MAX_DB_ITEMS = 1 << 39
 # Harmonic gaps are summed term by term below this index and from the asymptotic series above it.
 _HARMONIC_DIRECT = 64
 
@@ -80,7 +101,51 @@ def evaluate(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.nda
     topk = _check_positive_int(topk, "topk")
     data = _prepare(query_codes, db_codes, query_labels, db_labels)
     k = min(topk, data.n_db)
-    scan = _scan(data, np.array([k, data.n_db], dtype=np.int64))
+    return _metrics(_scan(data, np.array([k, data.n_db], dtype=np.int64)), topk, k)
+
+
+def evaluate_sharded(query_codes: np.ndarray, query_labels: np.ndarray,
+                     shards: Sequence[tuple[np.ndarray | str | os.PathLike, np.ndarray]], *, topk: int = 1000,
+                     map_fn: Callable[[Callable[[Any], Any], list], Iterable[Any]] | None = None
+                     ) -> dict[str, float]:
+    """`evaluate` over a database given as shards in index order, equal to one pass bit for bit.
+
+    The database is the concatenation of the shards in the order given (so the stable tie-break by
+    database index runs across shards). Each shard is scanned twice: once for its distance histograms,
+    once with the integer rank offsets that the histograms of all shards give it (see the module
+    docstring); every sum is exact, so the returned dict is ``==`` to
+    ``evaluate(query_codes, concatenated_codes, query_labels, concatenated_labels, topk=topk)``.
+    The shard work (two calls per shard) goes through ``map_fn``: the built-in ``map`` (sequential) by
+    default, or any function with the same contract, e.g. one that runs each call as a Ray task and
+    returns the results in order. Work items are picklable and hold the query codes, the shard's labels
+    and its codes (a path travels as the path and is memory-mapped where it runs).
+
+    Args:
+        query_codes: ``uint8`` ``(Q, n_bytes)`` packed codes.
+        query_labels: ``(Q,)`` integer class ids or ``(Q, C)`` multi-hot 0/1.
+        shards: non-empty sequence of ``(codes, labels)``; codes ``uint8`` ``(N_s, n_bytes)`` (an
+            ``np.memmap`` or ``np.load(..., mmap_mode="r")`` array is read without a copy when
+            ``n_bytes`` is a multiple of 8) or the path of such a ``.npy`` file; labels ``(N_s,)`` or
+            ``(N_s, C)``, the same kind as ``query_labels``.
+        topk: the cut :math:`K` of mAP@K and P@K, with :math:`K = \\min(\\mathrm{topk}, \\sum_s N_s)`.
+        map_fn: ``map_fn(function, items)`` returning ``[function(item) for item in items]`` in order.
+
+    Returns:
+        The dict of `evaluate`.
+
+    Raises:
+        ValueError: empty ``shards``, a shard that is not a ``(codes, labels)`` pair, or any input error
+            of `evaluate` (named after the shard), or ``map_fn`` returning the wrong number of results.
+    """
+    topk = _check_positive_int(topk, "topk")
+    query, tasks = _prepare_shards(query_codes, query_labels, shards)
+    n_db = sum(task.n_items for task in tasks)
+    k = min(topk, n_db)
+    scan = _scan_shards(query, tasks, np.array([k, n_db], dtype=np.int64), map_fn)
+    return _metrics(scan, topk, k)
+
+
+def _metrics(scan: "_Scan", topk: int, k: int) -> dict[str, float]:
     rel_k, rel_all = scan.rel_at_cut[:, 0], scan.rel_at_cut[:, 1]
     within2 = np.minimum(2, scan.hist.shape[1] - 1)
     retrieved_r2 = scan.hist[:, : within2 + 1].sum(axis=1)
@@ -111,11 +176,29 @@ def pr_curve_by_radius(query_codes: np.ndarray, db_codes: np.ndarray, query_labe
         ``{"radius": int64 (n_bits + 1,), "precision": float64, "recall": float64}``, columns of a table.
     """
     data = _prepare(query_codes, db_codes, query_labels, db_labels)
-    max_bits = 8 * data.n_bytes
+    n_bits = _check_curve_bits(n_bits, data.n_bytes)
+    return _pr_curve(_scan(data, np.zeros(0, dtype=np.int64)), n_bits)
+
+
+def pr_curve_by_radius_sharded(query_codes: np.ndarray, query_labels: np.ndarray, shards: Sequence[tuple[Any, Any]],
+                               *, n_bits: int | None = None, map_fn: Callable[..., Iterable[Any]] | None = None
+                               ) -> dict[str, np.ndarray]:
+    """`pr_curve_by_radius` over a database given as shards (as in `evaluate_sharded`), equal to it bit for
+    bit; histograms only, so each shard is scanned once."""
+    query, tasks = _prepare_shards(query_codes, query_labels, shards)
+    n_bits = _check_curve_bits(n_bits, query.n_bytes)
+    return _pr_curve(_scan_shards(query, tasks, np.zeros(0, dtype=np.int64), map_fn), n_bits)
+
+
+def _check_curve_bits(n_bits: Any, n_bytes: int) -> int:
+    max_bits = 8 * n_bytes
     n_bits = max_bits if n_bits is None else _check_positive_int(n_bits, "n_bits")
     if n_bits > max_bits:
-        raise ValueError(f"n_bits={n_bits} exceeds the {max_bits} bits that codes of {data.n_bytes} bytes hold")
-    scan = _scan(data, np.zeros(0, dtype=np.int64))
+        raise ValueError(f"n_bits={n_bits} exceeds the {max_bits} bits that codes of {n_bytes} bytes hold")
+    return n_bits
+
+
+def _pr_curve(scan: "_Scan", n_bits: int) -> dict[str, np.ndarray]:
     retrieved = np.cumsum(scan.hist, axis=1)[:, : n_bits + 1]
     relevant = np.cumsum(scan.rel_hist, axis=1)[:, : n_bits + 1]
     total = scan.rel_hist.sum(axis=1, keepdims=True)
@@ -136,14 +219,33 @@ def precision_at_n(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: 
     Returns:
         ``{"n": int64 (len(ns),), "precision": float64 (len(ns),)}`` in the order of ``ns``.
     """
+    ns = _check_list_lengths(ns)
+    data = _prepare(query_codes, db_codes, query_labels, db_labels)
+    cuts = np.unique(np.minimum(ns, data.n_db))
+    return _precision_at(_scan(data, cuts), ns, cuts, data.n_db)
+
+
+def precision_at_n_sharded(query_codes: np.ndarray, query_labels: np.ndarray, shards: Sequence[tuple[Any, Any]], *,
+                           ns: Iterable[int] = tuple(range(100, 1001, 100)),
+                           map_fn: Callable[..., Iterable[Any]] | None = None) -> dict[str, np.ndarray]:
+    """`precision_at_n` over a database given as shards (as in `evaluate_sharded`), equal to it bit for bit."""
+    ns = _check_list_lengths(ns)
+    query, tasks = _prepare_shards(query_codes, query_labels, shards)
+    n_db = sum(task.n_items for task in tasks)
+    cuts = np.unique(np.minimum(ns, n_db))
+    return _precision_at(_scan_shards(query, tasks, cuts, map_fn), ns, cuts, n_db)
+
+
+def _check_list_lengths(ns: Iterable[int]) -> np.ndarray:
     ns = np.array([_check_positive_int(n, "each of ns") for n in ns], dtype=np.int64)
     if ns.size == 0:
         raise ValueError("ns is empty: give at least one list length n")
-    data = _prepare(query_codes, db_codes, query_labels, db_labels)
-    cuts = np.unique(np.minimum(ns, data.n_db))
-    scan = _scan(data, cuts)
+    return ns
+
+
+def _precision_at(scan: "_Scan", ns: np.ndarray, cuts: np.ndarray, n_db: int) -> dict[str, np.ndarray]:
     mean_precision = (scan.rel_at_cut / cuts).mean(axis=0)
-    return {"n": ns, "precision": mean_precision[np.searchsorted(cuts, np.minimum(ns, data.n_db))]}
+    return {"n": ns, "precision": mean_precision[np.searchsorted(cuts, np.minimum(ns, n_db))]}
 
 
 def average_precision_at_k(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
@@ -211,36 +313,40 @@ class _Data:
         return self.db_words.shape[0]
 
 
-def _prepare(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any) -> _Data:
+def _prepare(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any, *,
+             db_names: tuple[str, str] = ("db_codes", "db_labels"), db_words: bool = True) -> _Data:
+    """Validate and pack; ``db_names`` name the database side in errors, ``db_words=False`` only checks
+    the database codes (``_Data.db_words`` is then the unconverted array)."""
+    codes_name, labels_name = db_names
     q_words = _code_words(query_codes, "query_codes")
-    db_words = _code_words(db_codes, "db_codes")
-    _check_same_width(query_codes, db_codes)
+    db_converted = _code_words(db_codes, codes_name, convert=db_words)
+    _check_same_width(query_codes, db_codes, codes_name)
     q_lab, db_lab = np.asarray(query_labels), np.asarray(db_labels)
-    for lab, codes, name, codes_name in ((q_lab, q_words, "query_labels", "query_codes"),
-                                         (db_lab, db_words, "db_labels", "db_codes")):
+    for lab, codes, name, c_name in ((q_lab, query_codes, "query_labels", "query_codes"),
+                                     (db_lab, db_codes, labels_name, codes_name)):
         if lab.ndim not in (1, 2):
             raise ValueError(f"{name} must be 1-D class ids or 2-D multi-hot rows, got shape {lab.shape}")
         if lab.shape[0] != codes.shape[0]:
-            raise ValueError(f"{name} has {lab.shape[0]} rows but {codes_name} has {codes.shape[0]}: "
+            raise ValueError(f"{name} has {lab.shape[0]} rows but {c_name} has {codes.shape[0]}: "
                              "give one label row per code")
     if q_lab.ndim != db_lab.ndim:
         kinds = {1: "1-D class ids", 2: "2-D multi-hot"}
-        raise ValueError(f"label kinds differ: query_labels are {kinds[q_lab.ndim]}, db_labels are "
+        raise ValueError(f"label kinds differ: query_labels are {kinds[q_lab.ndim]}, {labels_name} are "
                          f"{kinds[db_lab.ndim]}; give both the same kind")
     single = q_lab.ndim == 1
     if single:
         q_lab_words = _class_words(q_lab, "query_labels")
-        db_lab_words = _class_words(db_lab, "db_labels")
+        db_lab_words = _class_words(db_lab, labels_name)
     else:
         if q_lab.shape[1] != db_lab.shape[1]:
-            raise ValueError(f"query_labels have {q_lab.shape[1]} label columns but db_labels have "
+            raise ValueError(f"query_labels have {q_lab.shape[1]} label columns but {labels_name} have "
                              f"{db_lab.shape[1]}; both must use the same label vocabulary")
         q_lab_words = _multi_hot_words(q_lab, "query_labels")
-        db_lab_words = _multi_hot_words(db_lab, "db_labels")
-    return _Data(q_words, db_words, q_lab_words, db_lab_words, single, int(np.shape(query_codes)[1]))
+        db_lab_words = _multi_hot_words(db_lab, labels_name)
+    return _Data(q_words, db_converted, q_lab_words, db_lab_words, single, int(np.shape(query_codes)[1]))
 
 
-def _code_words(codes: Any, name: str) -> np.ndarray:
+def _code_words(codes: Any, name: str, *, convert: bool = True) -> np.ndarray:
     if not isinstance(codes, np.ndarray):
         raise ValueError(f"{name} must be a numpy array of packed uint8 codes, got {type(codes).__name__}")
     if codes.dtype != np.uint8:
@@ -253,15 +359,20 @@ def _code_words(codes: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} is empty (shape {codes.shape})")
     if n_bytes > _MAX_CODE_BYTES:
         raise ValueError(f"{name} has {8 * n_bytes} bits per code; at most {8 * _MAX_CODE_BYTES} are supported")
+    if not convert:
+        return codes
+    if n_bytes % 8 == 0 and codes.flags.c_contiguous and codes.ctypes.data % 8 == 0:
+        # Whole words already: a view, so a memory-mapped database is read in place, never copied.
+        return np.asarray(codes).view(np.uint64)
     n_words = -(-n_bytes // 8)
     padded = np.zeros((n, 8 * n_words), dtype=np.uint8)
     padded[:, :n_bytes] = codes
     return padded.view(np.uint64)
 
 
-def _check_same_width(query_codes: np.ndarray, db_codes: np.ndarray) -> None:
+def _check_same_width(query_codes: np.ndarray, db_codes: np.ndarray, db_name: str = "db_codes") -> None:
     if query_codes.shape[1] != db_codes.shape[1]:
-        raise ValueError(f"query_codes are {query_codes.shape[1]} bytes wide but db_codes are {db_codes.shape[1]} "
+        raise ValueError(f"query_codes are {query_codes.shape[1]} bytes wide but {db_name} are {db_codes.shape[1]} "
                          "bytes wide; encode both with the same number of bits")
 
 
@@ -313,21 +424,221 @@ class _Scan:
 
 def _scan(data: _Data, cuts: np.ndarray) -> _Scan:
     """Run the compiled pass; ``cuts`` must be sorted ascending (duplicates allowed)."""
-    n_query, n_words = data.q_words.shape
+    _check_database_size(data.n_db)
+    hist, rel_hist, rel_at_cut, acc = _rank_pass(data.q_words, data.q_labels, data.single_label, data.db_words,
+                                                 data.db_labels, cuts, None, None)
+    return _Scan(hist, rel_hist, np.cumsum(rel_at_cut, axis=1), _exact_cumsum_to_float(acc))
+
+
+def _check_database_size(n_db: int) -> None:
+    if n_db >= _MAX_DB_ITEMS:
+        raise ValueError(f"the database has {n_db} items; exact sums support fewer than {_MAX_DB_ITEMS}")
+
+
+def _query_groups(q_labels: np.ndarray, single_label: bool) -> tuple[np.ndarray, int]:
+    """Order in which the kernels scan the queries, in groups of `_GROUP` slots, and how many leading
+    slots form uniform groups.
+
+    With class ids, queries of one class are relevant to the same items, so full groups of one class
+    share one relevance test and one record counter (`_rank_kernel`). The remaining queries (and all
+    multi-hot ones) fill mixed groups, the last padded by repeating its last query (those slots are
+    dropped). Returns the query index of every slot and the number of uniform slots.
+    """
+    n_query = q_labels.shape[0]
+    uniform: list[np.ndarray] = []
+    rest: list[np.ndarray] = [np.arange(n_query)]
+    if single_label:
+        order = np.argsort(q_labels[:, 0].view(np.int64), kind="stable")
+        _, starts = np.unique(q_labels[order, 0].view(np.int64), return_index=True)
+        rest = []
+        for members in np.split(order, starts[1:]):
+            full = members.size - members.size % _GROUP
+            uniform.append(members[:full])
+            rest.append(members[full:])
+    rest_slots = np.concatenate(rest)
+    if rest_slots.size % _GROUP:
+        rest_slots = np.concatenate([rest_slots, np.repeat(rest_slots[-1:], -rest_slots.size % _GROUP)])
+    n_uniform = int(sum(u.size for u in uniform))
+    return np.concatenate(uniform + [rest_slots]).astype(np.int64), n_uniform
+
+
+def _record_slots(q_labels: np.ndarray, db_labels: np.ndarray, single_label: bool) -> int:
+    """Record buffer length per query: at most (relevant items + 1) are written (see the scan kernel)."""
+    n_db = db_labels.shape[0]
+    if q_labels.shape[0] == 0:
+        return 1
+    if not single_label:
+        return n_db
+    q_ids, db_ids = q_labels[:, 0].view(np.int64), db_labels[:, 0].view(np.int64)
+    if db_ids.min() >= 0 and db_ids.max() < 1 << 20:
+        counts = np.bincount(db_ids)
+        relevant = np.where((q_ids >= 0) & (q_ids < counts.size), counts[np.clip(q_ids, 0, counts.size - 1)], 0)
+    else:
+        classes, counts = np.unique(db_ids, return_counts=True)
+        at = np.minimum(np.searchsorted(classes, q_ids), classes.size - 1)
+        relevant = np.where(classes[at] == q_ids, counts[at], 0)
+    return int(min(n_db, relevant.max() + 1))
+
+
+def _rank_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db_words: np.ndarray,
+               db_labels: np.ndarray, cuts: np.ndarray, off_all: np.ndarray | None, off_rel: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One scan of a database (or shard): histograms, relevant counts per cut and exact sums per cut.
+
+    Without offsets the ranks are those inside this database. With them (``int64`` ``(Q, n_buckets)``,
+    see `_scan_shards`), an item at distance ``d`` in bucket position ``p`` has rank ``off_all[d] + p``
+    and its relevant rank continues from ``off_rel[d]``. Returns ``hist``, ``rel_hist`` ``(Q, n_buckets)``,
+    ``rel_at_cut`` ``(Q, C)`` (each relevant item counted under the first cut at or above its rank) and
+    ``acc`` ``uint64`` ``(Q, C, 2)`` (high and low words of 128-bit sums of ``term * 2**92``).
+    """
+    n_query, n_words = q_words.shape
     n_buckets = 64 * n_words + 1
-    hist = np.zeros((n_query, n_buckets), dtype=np.int64)
-    rel_hist = np.zeros((n_query, n_buckets), dtype=np.int64)
-    rel_at_cut = np.zeros((n_query, cuts.size), dtype=np.int64)
-    prec_sum_at_cut = np.zeros((n_query, cuts.size), dtype=np.float64)
+    slots, n_uniform = _query_groups(q_labels, single_label)
+    n_slots = slots.size
+    given = off_all is not None
+    if given:
+        off_all, off_rel = np.ascontiguousarray(off_all[slots]), np.ascontiguousarray(off_rel[slots])
+    else:
+        off_all = off_rel = np.zeros((n_slots, n_buckets), dtype=np.int64)
+    hist = np.zeros((n_slots, n_buckets), dtype=np.int64)
+    rel_hist = np.zeros((n_slots, n_buckets), dtype=np.int64)
+    rel_at_cut = np.zeros((n_slots, cuts.size), dtype=np.int64)
+    acc = np.zeros((n_slots, cuts.size, 2), dtype=np.uint64)
     # Work buffers come from numpy rather than from inside the kernel so that tracemalloc sees them.
-    records = np.empty(data.n_db, dtype=np.int64)
+    # One record list per query of a group; in a uniform group the lists advance together.
+    uniform_rows = _record_slots(q_labels[slots[:n_uniform]], db_labels, single_label) if n_uniform else 1
+    mixed_rows = _record_slots(q_labels[slots[n_uniform:]], db_labels, single_label)
+    rec_uniform = np.empty((_GROUP, uniform_rows), dtype=np.int64)
+    rec_mixed = np.empty((_GROUP, mixed_rows), dtype=np.int64)
     before = np.empty(n_buckets, dtype=np.int64)
     rel_seen = np.empty(n_buckets, dtype=np.int64)
-    kernel = _scan_kernel(n_words, data.q_labels.shape[1], data.single_label)
-    kernel(data.q_words, data.db_words, data.q_labels, data.db_labels, np.ascontiguousarray(cuts, dtype=np.int64),
-           hist, rel_hist, rel_at_cut, prec_sum_at_cut, records, before, rel_seen)
-    # The kernel adds each relevant item to the first cut it falls under; later cuts include earlier ones.
-    return _Scan(hist, rel_hist, np.cumsum(rel_at_cut, axis=1), np.cumsum(prec_sum_at_cut, axis=1))
+    kernel = _rank_kernel(n_words, q_labels.shape[1], single_label)
+    kernel(np.ascontiguousarray(q_words[slots]).ravel(), db_words, np.ascontiguousarray(q_labels[slots]).ravel(),
+           db_labels, n_uniform, np.ascontiguousarray(cuts, dtype=np.int64), off_all, off_rel, given, hist,
+           rel_hist, rel_at_cut, acc, rec_uniform, rec_mixed, before, rel_seen)
+    # Padding slots repeat a query already scanned; the first slot of each query is kept.
+    first = np.unique(slots, return_index=True)[1]
+    back = first[np.argsort(slots[first])]
+    return hist[back], rel_hist[back], rel_at_cut[back], acc[back]
+
+
+def _histogram_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db_words: np.ndarray,
+                    db_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance histograms of all items and of the relevant items, ``int64`` ``(Q, n_buckets)`` each."""
+    n_query, n_words = q_words.shape
+    slots = np.arange(n_query + (-n_query % _GROUP)).clip(max=n_query - 1)
+    hist = np.zeros((slots.size, 64 * n_words + 1), dtype=np.int64)
+    rel_hist = np.zeros_like(hist)
+    _histogram_kernel(n_words, q_labels.shape[1], single_label)(
+        np.ascontiguousarray(q_words[slots]).ravel(), db_words, np.ascontiguousarray(q_labels[slots]).ravel(),
+        db_labels, hist, rel_hist)
+    return hist[:n_query], rel_hist[:n_query]
+
+
+def _add_exact(acc: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Sum of two arrays of 128-bit integers stored as ``uint64`` (high, low) pairs in the last axis."""
+    low = acc[..., 1] + other[..., 1]                       # wraps modulo 2**64
+    carry = (low < acc[..., 1]).astype(np.uint64)
+    return np.stack([acc[..., 0] + other[..., 0] + carry, low], axis=-1)
+
+
+def _exact_cumsum_to_float(acc: np.ndarray) -> np.ndarray:
+    """``float64`` ``(Q, C)``: the running sums over cuts of ``acc`` (``(Q, C, 2)`` 128-bit integers scaled
+    by ``2**92``), each rounded once (Python's int-to-float conversion rounds to nearest)."""
+    out = np.empty(acc.shape[:2])
+    for i, row in enumerate(acc.tolist()):
+        total = 0
+        for c, (high, low) in enumerate(row):
+            total += (high << 64) | low
+            out[i, c] = math.ldexp(float(total), -_FIXED_POINT_BITS)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _ShardTask:
+    """One shard's work item, picklable: the queries, the shard (codes as an array or a ``.npy`` path)
+    and, for the second pass, its rank offsets."""
+
+    q_words: np.ndarray
+    q_labels: np.ndarray
+    single_label: bool
+    codes: Any
+    db_labels: np.ndarray
+    cuts: np.ndarray | None = None
+    off_all: np.ndarray | None = None
+    off_rel: np.ndarray | None = None
+
+    @property
+    def n_items(self) -> int:
+        return self.db_labels.shape[0]
+
+    def db_words(self) -> np.ndarray:
+        codes = self.codes if isinstance(self.codes, np.ndarray) else np.load(self.codes, mmap_mode="r")
+        return _code_words(codes, "shard codes")
+
+
+def _shard_histograms(task: _ShardTask) -> tuple[np.ndarray, np.ndarray]:
+    return _histogram_pass(task.q_words, task.q_labels, task.single_label, task.db_words(), task.db_labels)
+
+
+def _shard_ranks(task: _ShardTask) -> tuple[np.ndarray, np.ndarray]:
+    _, _, rel_at_cut, acc = _rank_pass(task.q_words, task.q_labels, task.single_label, task.db_words(),
+                                       task.db_labels, task.cuts, task.off_all, task.off_rel)
+    return rel_at_cut, acc
+
+
+def _prepare_shards(query_codes: Any, query_labels: Any, shards: Any) -> tuple[_Data, list[_ShardTask]]:
+    if isinstance(shards, (np.ndarray, str, os.PathLike)) or not isinstance(shards, Sequence) or not shards:
+        raise ValueError("shards must be a non-empty sequence of (codes, labels) pairs in database order")
+    query = None
+    tasks = []
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, (tuple, list)) or len(shard) != 2:
+            raise ValueError(f"shards[{i}] must be a (codes, labels) pair, got {type(shard).__name__}")
+        codes, labels = shard
+        opened = np.load(codes, mmap_mode="r") if isinstance(codes, (str, os.PathLike)) else codes
+        data = _prepare(query_codes, opened, query_labels, labels,
+                        db_names=(f"shards[{i}] codes", f"shards[{i}] labels"), db_words=False)
+        query = query or data
+        tasks.append(_ShardTask(query.q_words, query.q_labels, data.single_label, codes, data.db_labels))
+    _check_database_size(sum(task.n_items for task in tasks))
+    return query, tasks
+
+
+def _scan_shards(query: _Data, tasks: list[_ShardTask], cuts: np.ndarray, map_fn: Any) -> _Scan:
+    """Two passes over the shards (histograms, then ranks with integer offsets); the same `_Scan` as one
+    pass over the concatenated database, bit for bit."""
+    map_fn = map if map_fn is None else map_fn
+
+    def run(function: Callable[[_ShardTask], Any], items: list[_ShardTask]) -> list[Any]:
+        results = list(map_fn(function, items))
+        if len(results) != len(items):
+            raise ValueError(f"map_fn returned {len(results)} results for {len(items)} shards")
+        return results
+
+    hists = run(_shard_histograms, tasks)
+    hist = np.sum([h for h, _ in hists], axis=0)
+    rel_hist = np.sum([r for _, r in hists], axis=0)
+    # Items (relevant items) at smaller distances in the whole database, then those at the same
+    # distance in earlier shards: exact integers.
+    off_all = np.cumsum(hist, axis=1) - hist
+    off_rel = np.cumsum(rel_hist, axis=1) - rel_hist
+    second = []
+    for task, (h, r) in zip(tasks, hists):
+        second.append(_ShardTask(task.q_words, task.q_labels, task.single_label, task.codes, task.db_labels,
+                                 cuts, off_all.copy(), off_rel.copy()))
+        off_all += h
+        off_rel += r
+    if cuts.size == 0:                                    # histograms are all the radius curve needs
+        empty = np.zeros((hist.shape[0], 0), dtype=np.int64)
+        return _Scan(hist, rel_hist, empty, empty.astype(np.float64))
+    ranks = run(_shard_ranks, second)
+    rel_at_cut = np.sum([c for c, _ in ranks], axis=0)
+    acc = functools.reduce(_add_exact, [a for _, a in ranks])
+    return _Scan(hist, rel_hist, np.cumsum(rel_at_cut, axis=1), _exact_cumsum_to_float(acc))
 
 
 def _tie_aware_ap(hist: np.ndarray, rel_hist: np.ndarray) -> np.ndarray:
@@ -411,70 +722,181 @@ def _popcount64(typingctx, x):
     return types.int64(types.uint64), codegen
 
 
+@intrinsic
+def _float_bits(typingctx, x):
+    """The IEEE-754 bits of a ``float64`` as a ``uint64``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.uint64(types.float64), codegen
+
+
+# For a float64 term x in [2**-40, 1] with biased exponent E and 53-bit significand m (implicit bit set),
+# x * 2**92 = m << (E - 1075 + 92); the shift lies in [0, 40].
+_SIGNIFICAND = np.uint64((1 << 52) - 1)
+_IMPLICIT_BIT = np.uint64(1 << 52)
+_SHIFT_BIAS = np.uint64(1075 - _FIXED_POINT_BITS)
+
+
 @numba.njit(cache=True, nogil=True)
-def _finish_query(i, n_rec, rec, hist, rel_hist, cuts, rel_at_cut, prec_sum_at_cut, before, rel_seen):
+def _finish_query(n_rec, rec, hist, rel_hist, cuts, rel_at_cut, acc, off_all, off_rel, given, before, rel_seen):
     """Turn one query's records into its relevant histogram and the stable-ranking sums per cut.
 
     Records come in database order, so the running count of relevant items per bucket is each
-    relevant item's position among the relevant items of its bucket.
+    relevant item's position among the relevant items of its bucket. Without ``given`` offsets the
+    ranks start at this database's own histogram; with them, at the offsets (a shard of a larger one).
+    Each term goes to the first cut at or above its rank, as an exact 128-bit fixed-point integer; the
+    last cut (the usual home of most terms) is summed in registers.
     """
     mask = (1 << _DIST_BITS) - 1
     for t in range(n_rec):
         rel_hist[rec[t] & mask] += 1
-    n_seen = 0
-    r_seen = 0
-    for d in range(hist.shape[0]):
-        before[d] = n_seen
-        rel_seen[d] = r_seen
-        n_seen += hist[d]
-        r_seen += rel_hist[d]
-    n_cuts = cuts.shape[0]
+    if cuts.shape[0] == 0:                                # histograms only (the radius curve)
+        return
+    if given:
+        for d in range(hist.shape[0]):
+            before[d] = off_all[d]
+            rel_seen[d] = off_rel[d]
+    else:
+        n_seen = 0
+        r_seen = 0
+        for d in range(hist.shape[0]):
+            before[d] = n_seen
+            rel_seen[d] = r_seen
+            n_seen += hist[d]
+            r_seen += rel_hist[d]
+    last = cuts.shape[0] - 1
+    last_cut = cuts[last]
+    one = np.uint64(1)
+    high = np.uint64(0)
+    low = np.uint64(0)
+    n_last = 0
     for t in range(n_rec):
         v = rec[t]
         d = v & mask
         rank = before[d] + (v >> _DIST_BITS)
         rel_rank = rel_seen[d] + 1
         rel_seen[d] = rel_rank
+        if rank > last_cut:
+            continue
+        bits = _float_bits(rel_rank / rank)
+        significand = (bits & _SIGNIFICAND) | _IMPLICIT_BIT
+        shift = (bits >> np.uint64(52)) - _SHIFT_BIAS
+        low_add = significand << shift
+        high_add = (significand >> one) >> (np.uint64(63) - shift)
         c = 0
-        while c < n_cuts and cuts[c] < rank:
+        while cuts[c] < rank:
             c += 1
-        if c < n_cuts:
-            rel_at_cut[i, c] += 1
-            prec_sum_at_cut[i, c] += rel_rank / rank
+        if c == last:
+            summed = low + low_add
+            high += high_add + np.uint64(summed < low)
+            low = summed
+            n_last += 1
+        else:
+            summed = acc[c, 1] + low_add
+            acc[c, 0] += high_add + np.uint64(summed < acc[c, 1])
+            acc[c, 1] = summed
+            rel_at_cut[c] += 1
+    summed = acc[last, 1] + low
+    acc[last, 0] += high + np.uint64(summed < acc[last, 1])
+    acc[last, 1] = summed
+    rel_at_cut[last] += n_last
 
 
 @functools.cache
-def _scan_kernel(n_words: int, n_label_words: int, single_label: bool):
-    """Compiled pass for codes of ``n_words`` 64-bit words and labels of ``n_label_words`` words."""
+def _rank_kernel(n_words: int, n_label_words: int, single_label: bool):
+    """Compiled pass for codes of ``n_words`` 64-bit words and labels of ``n_label_words`` words.
+
+    Queries are scanned `_GROUP` at a time (slots from `_query_groups`): each database word and label is
+    loaded once for the group, and the group's histograms give the CPU independent chains of increments.
+    In a uniform group (one class) the relevant items are the same for every query, so the relevance test
+    and the record counter are shared by the group; a mixed group tests and counts per query.
+    """
+    group = _GROUP
+    group_words = _GROUP * n_words
+    group_label_words = _GROUP * n_label_words
 
     @numba.njit(cache=True, nogil=True)
-    def scan(q_words, db_words, q_labels, db_labels, cuts, hist, rel_hist, rel_at_cut, prec_sum_at_cut,
-             rec, before, rel_seen):
+    def scan(q_flat, db_words, q_label_flat, db_labels, n_uniform, cuts, off_all, off_rel, given, hist, rel_hist,
+             rel_at_cut, acc, rec_uniform, rec_mixed, before, rel_seen):
         n_db = db_words.shape[0]
-        for i in range(q_words.shape[0]):
-            code = to_fixed_tuple(q_words[i], n_words)
-            label = to_fixed_tuple(q_labels[i], n_label_words)
-            h = hist[i]
-            n_rec = 0
-            for j in range(n_db):
-                d = 0
-                for w in range(n_words):
-                    d += _popcount64(code[w] ^ db_words[j, w])
-                in_bucket = h[d] + 1
-                h[d] = in_bucket
-                if single_label:
-                    relevant = label[0] == db_labels[j, 0]
-                else:
-                    relevant = False
-                    for w in range(n_label_words):
-                        relevant |= (label[w] & db_labels[j, w]) != 0
-                # Writing every item and advancing only past relevant ones avoids a mispredicted branch
-                # (n_rec <= j, so the write stays inside the buffer).
-                rec[n_rec] = (in_bucket << _DIST_BITS) | d
-                n_rec += np.int64(relevant)
-            _finish_query(i, n_rec, rec, h, rel_hist[i], cuts, rel_at_cut, prec_sum_at_cut, before, rel_seen)
+        n_slots = hist.shape[0]
+        for i in range(0, n_slots, group):
+            codes = to_fixed_tuple(q_flat[i * n_words:(i + group) * n_words], group_words)
+            labels = to_fixed_tuple(q_label_flat[i * n_label_words:(i + group) * n_label_words], group_label_words)
+            h = hist[i:i + group]
+            if i < n_uniform:
+                label = labels[0]
+                n = 0
+                for j in range(n_db):
+                    for g in range(group):
+                        d = 0
+                        for w in range(n_words):
+                            d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
+                        b = h[g, d] + 1
+                        h[g, d] = b
+                        rec_uniform[g, n] = (b << _DIST_BITS) | d
+                    # Written for every item, kept (n advances) only for relevant ones: no branch to
+                    # mispredict, and n <= min(j, relevant items) keeps the write inside the buffer.
+                    n += np.int64(db_labels[j, 0] == label)
+                for g in range(group):
+                    _finish_query(n, rec_uniform[g], hist[i + g], rel_hist[i + g], cuts, rel_at_cut[i + g], acc[i + g],
+                                  off_all[i + g], off_rel[i + g], given, before, rel_seen)
+            else:
+                counts = np.zeros(group, dtype=np.int64)
+                for j in range(n_db):
+                    for g in range(group):
+                        d = 0
+                        for w in range(n_words):
+                            d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
+                        b = h[g, d] + 1
+                        h[g, d] = b
+                        if single_label:
+                            relevant = labels[g] == db_labels[j, 0]
+                        else:
+                            relevant = False
+                            for w in range(n_label_words):
+                                relevant |= (labels[g * n_label_words + w] & db_labels[j, w]) != 0
+                        n = counts[g]
+                        rec_mixed[g, n] = (b << _DIST_BITS) | d
+                        counts[g] = n + np.int64(relevant)
+                for g in range(group):
+                    _finish_query(counts[g], rec_mixed[g], hist[i + g], rel_hist[i + g], cuts, rel_at_cut[i + g],
+                                  acc[i + g], off_all[i + g], off_rel[i + g], given, before, rel_seen)
 
     return scan
+
+
+@functools.cache
+def _histogram_kernel(n_words: int, n_label_words: int, single_label: bool):
+    """Distance histograms of all items and of the relevant ones, `_GROUP` queries per pass."""
+    group = _GROUP
+    group_words = _GROUP * n_words
+    group_label_words = _GROUP * n_label_words
+
+    @numba.njit(cache=True, nogil=True)
+    def histograms(q_flat, db_words, q_label_flat, db_labels, hist, rel_hist):
+        n_db = db_words.shape[0]
+        for i in range(0, hist.shape[0], group):
+            codes = to_fixed_tuple(q_flat[i * n_words:(i + group) * n_words], group_words)
+            labels = to_fixed_tuple(q_label_flat[i * n_label_words:(i + group) * n_label_words], group_label_words)
+            h = hist[i:i + group]
+            r = rel_hist[i:i + group]
+            for j in range(n_db):
+                for g in range(group):
+                    d = 0
+                    for w in range(n_words):
+                        d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
+                    if single_label:
+                        relevant = labels[g] == db_labels[j, 0]
+                    else:
+                        relevant = False
+                        for w in range(n_label_words):
+                            relevant |= (labels[g * n_label_words + w] & db_labels[j, w]) != 0
+                    h[g, d] += 1
+                    r[g, d] += np.int64(relevant)
+
+    return histograms
 
 
 @functools.cache

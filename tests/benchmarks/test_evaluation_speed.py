@@ -10,6 +10,7 @@ import pytest
 
 from bench import evaluation
 from bench.benchmarks import evaluation as bench_eval
+from bench.benchmarks import evaluation_scale as bench_scale
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,34 @@ def test_record_evaluate_cifar_shape(benchmark):
         metrics = benchmark.pedantic(evaluation.evaluate, args=(q, db, yq, ydb), kwargs={"topk": shape["topk"]},
                                      rounds=3, iterations=1)
     assert 0 < metrics["map_tie_aware"] <= metrics["map_at_1000"] <= 1
+
+
+@pytest.fixture(scope="module")
+def scale_timings(tmp_path_factory):
+    shape = bench_scale.CI_SHAPE
+    return bench_scale.measure_interleaved(shape["n_query"], shape["n_db"], n_bits=shape["n_bits"],
+                                           n_classes=shape["n_classes"], topk=shape["topk"], n_shards=4,
+                                           folder=tmp_path_factory.mktemp("scale"))
+
+
+def test_memory_mapped_million_codes_against_faiss(scale_timings, benchmark):
+    t = scale_timings
+    benchmark.extra_info.update(t)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)   # the figures live in extra_info
+    print(f"\n200 x 1,000,000 memory-mapped codes: evaluate {t['evaluate_s']:.3f} s "
+          f"({t['evaluate_comparisons_per_s'] / 1e9:.2f} G comparisons/s), faiss top-1000 {t['faiss_search_s']:.3f} s, "
+          f"ratio {t['evaluate_over_faiss']:.2f}; 4 shards {t['sharded_s']:.3f} s ({t['sharded_over_evaluate']:.2f}x)")
+    assert t["evaluate_over_faiss"] <= bench_scale.MAX_CI_OVER_FAISS, (
+        f"evaluate {t['evaluate_s']:.3f} s vs faiss IndexBinaryFlat top-1000 {t['faiss_search_s']:.3f} s "
+        "(200 x 1,000,000 memory-mapped 64-bit codes)")
+    assert 0 < t["map_at_1000"] <= 1
+
+
+def test_sharded_evaluation_equal_and_at_most_two_passes(scale_timings):
+    t = scale_timings
+    assert t["sharded_equals_one_pass"]
+    assert t["sharded_over_evaluate"] <= bench_scale.MAX_SHARDED_OVER_ONE_PASS, (
+        f"evaluate_sharded (4 memory-mapped shards) {t['sharded_s']:.3f} s vs evaluate {t['evaluate_s']:.3f} s")
 
 
 @pytest.mark.slow
