@@ -348,6 +348,12 @@ def _module_file(name: str) -> Path | None:
         if package is not None and hasattr(package, "__path__"):
             folders, rest = list(package.__path__), parts[i:]
             break
+    if folders is None and parts[0] == "hashbench" and len(parts) > 1:
+        # In a checkout hashbench's subpackages sit beside it, which only its imported __path__ says; the
+        # import is light (its __init__ maps the folders and imports nothing).
+        import hashbench
+
+        folders, rest = list(hashbench.__path__), parts[1:]
     if folders is None:
         try:
             spec = importlib.util.find_spec(parts[0])
@@ -436,8 +442,14 @@ def feature_layer_modules() -> list[str]:
 
 def code_fingerprint(method_module: str) -> tuple[str, dict[str, str]]:
     """(fingerprint, ``{module: sha256}``) of the code that produces a run's numbers: the method's module
-    and what it imports of the project (or of its own top-level package, for a plug-in), the engine,
-    and the feature layer with what it imports."""
-    packages = PROJECT_PACKAGES + (method_module.split(".")[0],)
-    modules = module_closure([method_module, *ENGINE_MODULES, *feature_layer_modules()], packages)
-    return digest(modules), modules
+    and what it imports of ``hashbench`` (or of its own top-level package, for a plug-in), the engine,
+    and the feature layer with what it imports.
+
+    The harness (``bench``) is not followed beyond the engine: its modules decide how runs are recorded,
+    reported and plotted, not the numbers (data enter the identity by content, `DataDigests`). Without this
+    rule the ``hashbench`` package, whose Python API imports ``bench.runner`` inside its functions, pulled
+    every harness module in, and an edit to the report's layout made every finished run stale."""
+    packages = ("hashbench", method_module.split(".")[0])
+    modules = module_closure([method_module, *feature_layer_modules()], packages)
+    modules.update(module_closure(ENGINE_MODULES, ("bench",)))  # the engine imports nothing of the project
+    return digest(dict(sorted(modules.items()))), dict(sorted(modules.items()))

@@ -138,3 +138,12 @@ def test_code_fingerprint_of_itq_does_not_import_torch_or_read_lagnh():
     assert "hashbench.methods.itq" in modules and "hashbench.methods._linear" in modules and "hashbench.methods.lagnh" not in modules
     fp2, modules2 = record.code_fingerprint("hashbench.methods.lagnh")
     assert "hashbench.methods.lagnh_model" in modules2 and fp2 != fp
+
+
+def test_code_fingerprint_holds_the_engine_but_not_the_rest_of_the_harness():
+    import hashbench.methods  # noqa: F401 - as in a sweep, the method's package is imported
+
+    _, modules = record.code_fingerprint("hashbench.methods.itq")
+    harness = sorted(m for m in modules if m.split(".")[0] == "bench")
+    assert harness == ["bench", "bench.evaluation"]  # hashbench's API imports bench.runner: not followed
+    assert {"hashbench.methods.base", "hashbench.datasets.features.side"} <= set(modules)
