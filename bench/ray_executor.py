@@ -76,8 +76,8 @@ def _probe(ray, address: str) -> None:
     why = _listens(host, int(port))
     if why:
         raise UsageError(f"cannot reach the Ray cluster at {address}: {why}")
-    if host in LOOPBACK and "://" not in address and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
-        own = ray.util.get_node_ip_address()
+    if host in LOOPBACK and "://" not in address:
+        own = ray.util.get_node_ip_address()  # where Ray will really connect
         if own not in LOOPBACK and _listens(own, int(port)):
             raise UsageError(f"the Ray head at {address} listens on the loopback only, but Ray joins it through this "
                              f"machine's address {own}: start the head without --node-ip-address {host}, or set "
@@ -95,6 +95,22 @@ def _reason(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
+def _read_tree(local: Path) -> dict[str, bytes]:
+    """``{path relative to local: bytes}`` of a folder's files, or ``{"": bytes}`` for a file."""
+    if local.is_file():
+        return {"": local.read_bytes()}
+    return {str(p.relative_to(local)): p.read_bytes() for p in sorted(local.rglob("*")) if p.is_file()}
+
+
+def _write_tree(contents: dict[str, bytes], local: Path) -> Path:
+    """Write what `_read_tree` read under ``local`` (a file's bytes as ``local`` itself); returns ``local``."""
+    for rel, data in contents.items():
+        path = local / rel if rel else local
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return local
+
+
 def _compute(prep, planned, save_models: bool, threads: int):
     """The body of a task, run in a Ray worker: `bench.runner.compute_run` with ``threads`` applied, the
     saved files returned as bytes (the driver may be on another machine)."""
@@ -104,9 +120,7 @@ def _compute(prep, planned, save_models: bool, threads: int):
     set_threads(threads)
     with tempfile.TemporaryDirectory(prefix="hashbench-task-") as scratch:
         computed = compute_run(planned, prep, Path(scratch), save_models)
-        files = {artifact: {str(p.relative_to(folder)): p.read_bytes()
-                            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-                 for artifact, folder in computed.files.items()}
+        files = {artifact: _read_tree(Path(local)) for artifact, local in computed.files.items()}
     computed.files = {}
     return computed, files, socket.gethostname()
 
@@ -131,6 +145,8 @@ class RayExecutor:
 
     def __init__(self, address: str | None, threads: int, cpus: int, say: Callable[[str], None] = print):
         self.ray = ray = _import_ray()
+        self._pending: dict[Any, tuple[Any, Path]] = {}  # object ref -> (token, folder for its files)
+        self._shared: dict[int, Any] = {}
         say(f"starting a local Ray instance ({cpus} CPUs) ..." if address is None else
             f"joining the Ray cluster at {address} ...")
         self.threads = threads
@@ -163,8 +179,6 @@ class RayExecutor:
             raise UsageError(f"--threads {threads} asks each task for more CPUs than any node of the Ray cluster "
                              f"has ({self.node_cpus:g}); use --threads {max(1, int(self.node_cpus))} or less")
         self._task = ray.remote(max_retries=MAX_RETRIES)(_compute)
-        self._pending: dict[Any, tuple[Any, Path]] = {}  # object ref -> (token, folder for its files)
-        self._shared: dict[int, Any] = {}
 
     @property
     def slots(self) -> int:
@@ -212,13 +226,8 @@ class RayExecutor:
                 yield Done(token, lost=f"the Ray worker computing it was lost on all {MAX_RETRIES + 1} tries "
                                        f"({type(exc).__name__})")
                 continue
-            computed.files = {}
-            for artifact, contents in files.items():
-                for rel, data in contents.items():
-                    path = folder / artifact / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
-                computed.files[artifact] = str(folder / artifact)
+            computed.files = {artifact: str(_write_tree(contents, folder / artifact))
+                              for artifact, contents in files.items()}
             yield Done(token, computed, node)
 
     def shutdown(self) -> None:

@@ -73,8 +73,22 @@ RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "
            "RAY_USAGE_STATS_ENABLED": "0"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _ray_env():
+    """The test cluster's settings in this process too, for the whole module: Ray reads some of them once,
+    when it is first imported (whichever test imports it first)."""
+    old = {name: os.environ.get(name) for name in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    yield
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(_ray_env, tmp_path_factory):
     """Environment of the Ray head and of the sweeps: a private cache, the plug-in importable everywhere."""
     root = tmp_path_factory.mktemp("ray-env")
     (root / "plug").mkdir()
@@ -299,9 +313,27 @@ def test_a_ray_address_without_the_ray_executor_is_refused(capsys, tracking_uri)
     assert status == 2 and "--ray-address is read by --executor ray only" in err
 
 
-def test_more_threads_than_a_node_has_is_refused(capsys, monkeypatch, tracking_uri, ray_head):
-    for name, value in RAY_ENV.items():
-        monkeypatch.setenv(name, value)
+def test_more_threads_than_a_node_has_is_refused(capsys, tracking_uri, ray_head):
     status, err = _main(["run", "--methods", "itq", *DIGITS, "--executor", "ray", "--ray-address", ray_head.address,
                          "--threads", "3", "--tracking-uri", tracking_uri], capsys)
     assert status == 2 and "--threads 3 asks each task for more CPUs than any node of the Ray cluster has (2)" in err
+
+
+def test_the_prepared_arrays_go_into_the_object_store_once(monkeypatch, tracking_uri, ray_head):
+    import ray
+
+    from bench.runner import run_sweep
+    from bench.sweep import SweepSpec
+
+    puts = []
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(type(value).__name__) or real_put(value, **kw))
+    spec = SweepSpec(methods=("itq", "lsh"), dataset="digits", features="pixels", bits=(8, 16), seeds=(0, 1),
+                     save_models=False)
+    result = run_sweep(spec, tracking_uri=tracking_uri, threads=1, executor="ray", ray_address=ray_head.address,
+                       progress=lambda message: None)
+    assert [r.status for r in result.results] == ["FINISHED"] * 8
+    assert [(r.method, r.n_bits, r.seed) for r in result.results] == [  # the sweep's order, whatever finished first
+        (m, b, s) for m in ("itq", "lsh") for b in (8, 16) for s in (0, 1)]
+    assert puts == ["Prepared"]  # one put for eight tasks
+    assert not ray.is_initialized()  # the sweep left the cluster
