@@ -22,9 +22,11 @@ that cluster and leaves it running.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,10 +145,11 @@ class RayExecutor:
     cannot start or join, or ``threads`` exceeds the CPUs of every node of the cluster.
     """
 
-    def __init__(self, address: str | None, threads: int, cpus: int, say: Callable[[str], None] = print):
+    def __init__(self, address: str | None, threads: int, cpus: int, say: Callable[[str], None] | None = None):
         self.ray = ray = _import_ray()
         self._pending: dict[Any, tuple[Any, Path]] = {}  # object ref -> (token, folder for its files)
         self._shared: dict[int, Any] = {}
+        say = say or (lambda message: print(message, file=sys.stderr, flush=True))
         say(f"starting a local Ray instance ({cpus} CPUs) ..." if address is None else
             f"joining the Ray cluster at {address} ...")
         self.threads = threads
@@ -156,8 +159,6 @@ class RayExecutor:
             _probe(ray, address)
         # Ray installs handlers of its own; the sweep's (bench.interrupts) must stay in charge of Ctrl-C.
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        import logging
-
         try:
             if self.started:
                 ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
@@ -194,6 +195,7 @@ class RayExecutor:
         return self._shared[key][1]
 
     def wants_gpu(self, planned) -> bool:
+        """A torch method (it declares ``device``) not pinned to the CPU, on a cluster with GPUs."""
         return bool(self.gpus) and "device" in planned.cls.execution_params and planned.params.get("device") != "cpu"
 
     def submit(self, token: Any, prep, planned, save_models: bool, folder: Path) -> None:
