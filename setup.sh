@@ -2,7 +2,7 @@
 # Prepare a fresh Debian machine for hashbench in one go:
 #   1. the system data package `dataset-fashion-mnist` (the default dataset), where apt exists;
 #   2. a virtual environment `.venv` with Python 3.11;
-#   3. hashbench itself, editable, with the test and feature-extraction extras, at the exact versions
+#   3. hashbench itself, editable, with the test, feature-extraction and Ray extras, at the exact versions
 #      of constraints.txt (pyproject.toml states the ranges hashbench works with).
 # Safe to re-run: each step is skipped when already done.
 set -euo pipefail
@@ -49,5 +49,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 say "installing hashbench and its pinned dependencies into .venv (first time: a few minutes)"
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,features]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,features,ray]'
 say "done: use .venv/bin/python -m bench --help"

@@ -22,7 +22,8 @@ EXAMPLES = {
     "run": """examples:
   {prog} run --methods lagnh,itq                      # the main job: Fashion-MNIST, 16/32/64/128 bits
   {prog} run --methods itq,sh --dataset cifar10 --bits 32,64 --seeds 0,1,2
-  {prog} run --methods lagnh --param lagnh.epochs=20 --side-option tags.k=5 --format markdown > table.md""",
+  {prog} run --methods lagnh --param lagnh.epochs=20 --side-option tags.k=5 --format markdown > table.md
+  {prog} run --methods itq,sh --executor ray --ray-address 10.0.0.1:6379 --threads 2   # on a Ray cluster""",
     "list": """examples:
   {prog} list              # methods: name, family, side inputs, batch dependence, reference
   {prog} list datasets     # datasets, their protocols, feature extractors""",
@@ -126,6 +127,12 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     run.add_argument("--threads", metavar="N",
                      help="threads of torch, ONNX Runtime, BLAS, faiss and numba alike, recorded with every run "
                           "(default: this machine's cores)")
+    run.add_argument("--executor", choices=("local", "ray"),
+                     help="where runs are computed: local (this process, default) or ray (Ray tasks of --threads "
+                          "CPUs each; this process still claims and records every run)")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="with --executor ray: the cluster to join (HOST:PORT of its head, ray://HOST:PORT, or "
+                          "auto); default: start a local Ray instance for this sweep")
     run.add_argument("--metric", help="metric of the printed table (default: mAP@K of the protocol)")
     run.add_argument("--format", choices=("text", "markdown", "latex"),
                      help="table format on stdout (default text)")
@@ -300,9 +307,16 @@ def _cmd_run(args) -> int:
     if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)):
         raise UsageError(f"stale_after in the sweep file must be a number of seconds, got {stale_after!r}")
     threads = parse_threads(args.threads) if args.threads is not None else file.get("threads")
+    executor = args.executor or file.get("executor", "local")
+    if executor not in ("local", "ray"):
+        raise UsageError(f"executor in the sweep file must be local or ray, got {executor!r}")
+    ray_address = args.ray_address or file.get("ray_address")
+    if ray_address is not None and not isinstance(ray_address, str):
+        raise UsageError(f"ray_address in the sweep file must be HOST:PORT, got {ray_address!r}")
     quiet = args.verbosity < 0
     result = run_sweep(spec, tracking_uri=tracking_uri, stale_after=stale_after, threads=threads,
-                       progress=(lambda message: None) if quiet else None)
+                       progress=(lambda message: None) if quiet else None, executor=executor,
+                       ray_address=ray_address)
     frame = _results_frame(result)
     metric = result.table_metric
     if not frame.empty and metric in frame.columns:

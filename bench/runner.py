@@ -15,6 +15,7 @@ What a run is (identity, keys, MLflow layout) is `bench.record`'s; talking to ML
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -249,7 +250,8 @@ def _configuration_layout(planned: PlannedRun, prep: Prepared, identity: record.
 
 
 def _run_config(planned: PlannedRun, prep: Prepared, identity: record.RunIdentity, env: dict[str, Any],
-                code_modules: dict[str, str], layout: record.Layout, hasher: Any = None) -> str:
+                code_modules: dict[str, str], layout: record.Layout,
+                fitted: tuple[dict[str, Any], dict[str, Any]] | None = None) -> str:
     """``run_config.json``: every recorded value under its original name, and the keys it was given."""
     out = {
         "method": planned.method, "params": planned.params,
@@ -259,9 +261,8 @@ def _run_config(planned: PlannedRun, prep: Prepared, identity: record.RunIdentit
         "side": {n: prep.side_info[n] for n in planned.cls.side_inputs}, "env": env,
         "mlflow_names": layout.originals,
     }
-    if hasher is not None:
-        out["resolved"] = hasher.resolved_params()
-        out["info"] = hasher.run_info()
+    if fitted is not None:  # what fitting resolved, and the method's facts about itself
+        out["resolved"], out["info"] = fitted
     return json.dumps(record.plain(out), indent=2, sort_keys=True)
 
 
@@ -383,9 +384,12 @@ def _made_by(features_info: dict[str, Any]) -> str:
     return f", made by {runtime}" if runtime else ""
 
 
+EXECUTORS = ("local", "ray")
+
+
 def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
               progress: Callable[[str], None] | None = None, stale_after: float = STALE_AFTER,
-              threads: int | None = None) -> SweepResult:
+              threads: int | None = None, executor: str = "local", ray_address: str | None = None) -> SweepResult:
     """Validate ``spec``, open the store, prepare the data once, then claim, train, evaluate and record
     every (method, bits, seed).
 
@@ -396,21 +400,49 @@ def run_sweep(spec: SweepSpec, *, tracking_uri: str | None = None,
     ``env.threads``. When the store fails mid-sweep, the
     remaining results go to the spool (`SweepResult.spooled`).
 
-    Raises the user errors of `validate`, `Tracker.open` and `prepare` before anything is recorded;
+    ``executor`` says where runs are computed: ``"local"`` (this process, one run after the other) or
+    ``"ray"`` (Ray tasks of ``threads`` CPUs each, on the cluster at ``ray_address``, else on a Ray instance
+    started for this sweep: `bench.ray_executor`). Either way this process claims and records every run,
+    and every run computes the same numbers (`compute_run`).
+
+    Raises the user errors of `validate`, `Tracker.open`, `prepare` and `bench.ray_executor.RayExecutor`
+    (Ray not installed, a cluster that cannot be joined) before anything is recorded;
     ``KeyboardInterrupt`` (Ctrl-C, SIGTERM) after closing the open run and the sweep as KILLED.
     """
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     with interrupts_deferred():  # from the start: an interrupt lost in a finaliser is delivered again
-        return _run_sweep(spec, tracking_uri, say, stale_after, threads)
+        return _run_sweep(spec, tracking_uri, say, stale_after, threads, executor, ray_address)
 
 
 def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], None],
-               stale_after: float, threads: int | None) -> SweepResult:
+               stale_after: float, threads: int | None, executor: str = "local",
+               ray_address: str | None = None) -> SweepResult:
     if not stale_after > 0:
         raise UsageError(f"the staleness limit must be > 0 seconds, got {stale_after!r}")
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise UsageError("--ray-address is read by --executor ray only")
     threads = check_threads(threads)
     plan = validate(spec)
     tracker = Tracker(tracking_uri).check()  # reachable and writable, nothing created yet
+    pool = None
+    if executor == "ray":
+        from bench.ray_executor import RayExecutor
+        from bench.threads import available_cores
+
+        pool = RayExecutor(ray_address, threads, cpus=available_cores(), say=say)
+    try:
+        return _sweep(spec, plan, tracker, say, stale_after, threads, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _sweep(spec: SweepSpec, plan: Plan, tracker: Tracker, say: Callable[[str], None], stale_after: float,
+           threads: int, pool: Any) -> SweepResult:
+    """The sweep after its checks: prepare the data, then claim, compute (here, or on ``pool``, a
+    `bench.ray_executor.RayExecutor`) and record every run."""
     set_threads(threads)
     say(f"loading {spec.dataset} and computing features ({threads} thread{'s' if threads > 1 else ''}) ...")
     preps = []
@@ -435,7 +467,7 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
 
     with critical():  # creating a store runs MLflow's schema migrations: an interrupt waits for their end
         tracker.open()  # the data are good: a new store is created now
-    env = {**environment(), "threads": str(threads)}
+    env = {**environment(), "threads": str(threads), **({"executor": "ray"} if pool is not None else {})}
     experiment = f"{spec.dataset}/{prep.protocol.name}"
     topk = prep.protocol.topk
     if plan.table_metric is None:  # a validation sweep: K is the validation split's
@@ -449,9 +481,38 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
     sweep_layout.add_params("features", prep.features_info)
     sweep_layout.add_params("env", env)
 
-    results: list[RunResult] = []
-    with Heartbeat(tracker, min(HEARTBEAT_EVERY, stale_after / 3)) as beat:
+    slots: dict[int, RunResult] = {}  # by position in the sweep: the table's order whatever finished first
+    with Heartbeat(tracker, min(HEARTBEAT_EVERY, stale_after / 3)) as beat, \
+            tempfile.TemporaryDirectory(prefix="hashbench-sweep-") as scratch_root:
         rec = _SweepRecord(tracker, beat, say)
+
+        def finished(number: int, tag: str, prep: Prepared, planned: PlannedRun, result: RunResult) -> None:
+            result.label, result.split_seed = planned.label, prep.protocol.seed
+            slots[number] = result
+            if result.status == "FAILED":
+                say(f"{tag}: FAILED{' (harness error)' if result.failed_in == 'harness' else ''}: "
+                    f"{result.error}")
+            else:
+                m = result.metrics
+                say(f"{tag}: fit {m['fit_seconds']:.2f} s, encode {m['encode_seconds']:.2f} s, "
+                    f"mAP@{topk} {m[f'map_at_{topk}']:.4f}")
+                if m.get("distinct_codes") == 1 and len(prep.labels["database"]) > 1:
+                    say(f"{tag}: warning: every database item got the same code (the method collapsed)")
+
+        def collect() -> None:
+            """Record the runs whose Ray tasks came back (see `bench.ray_executor`)."""
+            for done in pool.done():
+                number, tag, prep, planned, identity, run_id, bundle, layout, folder = done.token
+                computed = done.computed
+                if computed is None:
+                    computed = Computed(failed_in="harness", error=done.lost, traceback=done.lost)
+                elif done.node:
+                    layout.add_param("env", "ray_node", done.node)  # where it was computed; not identity
+                result = _finish_recorded(rec, run_id, bundle, layout, planned, prep, identity, env,
+                                          code[planned.method][1], computed)
+                shutil.rmtree(folder, ignore_errors=True)
+                finished(number, tag, prep, planned, result)
+
         try:
             with critical():
                 exp_id = tracker.experiment_id(experiment)
@@ -461,6 +522,9 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                     f"{stale_after:g} s) as KILLED")
             parent_id = rec.start_sweep(exp_id, f"sweep-{spec.digest()[:8]}", sweep_layout, spec)
             todo = [(prep, planned) for prep in preps for planned in plan.runs]
+            # Ray: a run is claimed when its task is submitted, and only as many are in flight as the cluster
+            # runs at once plus one (so a worker never waits while the driver records)
+            window = pool.slots + 1 if pool is not None else 0
             for number, (prep, planned) in enumerate(todo, 1):
                 split = f" split seed {prep.protocol.seed}" if spec.split_seeds else ""
                 tag = f"[{number}/{len(todo)}] {planned.label} {planned.n_bits} bits seed {planned.seed}{split}"
@@ -471,26 +535,28 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                 claim = rec.claim(exp_id, identity, name, parent_id, not spec.force, stale_after)
                 if claim.outcome != "mine":
                     status = "REUSED" if claim.outcome == "reuse" else "ELSEWHERE"
-                    results.append(RunResult(planned.method, planned.n_bits, planned.seed, status,
-                                             dict(claim.run.data.metrics), run_id=claim.run.info.run_id,
-                                             label=planned.label, split_seed=prep.protocol.seed))
+                    slots[number] = RunResult(planned.method, planned.n_bits, planned.seed, status,
+                                              dict(claim.run.data.metrics), run_id=claim.run.info.run_id,
+                                              label=planned.label, split_seed=prep.protocol.seed)
                     say(f"{tag}: identical finished run {claim.run.info.run_id[:8]} reused (--force to redo)"
                         if status == "REUSED" else
                         f"{tag}: running elsewhere (run {claim.run.info.run_id[:8]} of another sweep); skipped")
                     continue
-                result = _run_one_recorded(rec, claim.run_id, experiment, parent_id, planned, prep, identity,
-                                           env, code[planned.method][1], spec.save_models)
-                result.label, result.split_seed = planned.label, prep.protocol.seed
-                results.append(result)
-                if result.status == "FAILED":
-                    say(f"{tag}: FAILED{' (harness error)' if result.failed_in == 'harness' else ''}: "
-                        f"{result.error}")
-                else:
-                    m = result.metrics
-                    say(f"{tag}: fit {m['fit_seconds']:.2f} s, encode {m['encode_seconds']:.2f} s, "
-                        f"mAP@{topk} {m[f'map_at_{topk}']:.4f}")
-                    if m.get("distinct_codes") == 1 and len(prep.labels["database"]) > 1:
-                        say(f"{tag}: warning: every database item got the same code (the method collapsed)")
+                if pool is None:
+                    result = _run_one_recorded(rec, claim.run_id, experiment, parent_id, planned, prep, identity,
+                                               env, code[planned.method][1], spec.save_models)
+                    finished(number, tag, prep, planned, result)
+                    continue
+                bundle, layout = _start_recorded(rec, claim.run_id, experiment, parent_id, planned, prep, identity,
+                                                 env, code[planned.method][1])
+                folder = Path(tempfile.mkdtemp(prefix=f"run{number}-", dir=scratch_root))
+                pool.submit((number, tag, prep, planned, identity, claim.run_id, bundle, layout, folder),
+                            prep, planned, spec.save_models, folder)
+                while len(pool) >= window:
+                    collect()
+            while pool is not None and len(pool):
+                collect()
+            results = [slots[n] for n in sorted(slots)]
             counts = {f"runs_{s.lower()}": float(sum(r.status == s for r in results))
                       for s in ("FINISHED", "FAILED", "REUSED", "ELSEWHERE")}
             counts["runs_total"] = float(len(plan.runs) * len(preps))
@@ -506,25 +572,35 @@ def _run_sweep(spec: SweepSpec, tracking_uri: str | None, say: Callable[[str], N
                        spooled=rec.spooled, spool_dir=str(spool.spool_dir(tracker.uri)) if rec.spooled else "")
 
 
-def _run_one_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id: str | None,
-                      planned: PlannedRun, prep: Prepared, identity: record.RunIdentity, env: dict[str, Any],
-                      code_modules: dict[str, str], save_models: bool = True) -> RunResult:
-    """Record the configuration, train, score, record the results (and, with ``save_models``, the fitted
-    hasher and the database codes: `keep_model_and_codes`): one FINISHED or FAILED run."""
-    layout = _configuration_layout(planned, prep, identity, env)
-    bundle = RunBundle(experiment=experiment, name=f"{planned.method}-{planned.n_bits}b-s{planned.seed}",
-                       tags=identity.tags(), parent_id=parent_id)
-    bundle.add_layout(layout)
-    bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout)
-    rec.write(run_id, bundle)  # the configuration, visible while the run trains
+@dataclass
+class Computed:
+    """What computing one run yields, in whichever process computed it (`compute_run`): the metrics
+    (the engine's and the harness's measurements), the text artifacts, the training history, what the
+    method resolved and reports about itself, and (with ``save_models``) the saved model and codes
+    (``files``: artifact path -> local folder; ``save_seconds``). A failure has ``failed_in`` ("method" or
+    "harness"), its one-line ``error`` and the ``traceback``, and nothing else."""
 
-    def failed(failed_in: str, message: str) -> RunResult:
-        bundle.tags.update({record.TAG_ERROR: message[:5000], record.TAG_FAILED_IN: failed_in})
-        bundle.texts["error.txt"] = traceback.format_exc()
-        bundle.status = "FAILED"
-        rec.write(run_id, bundle)
-        return RunResult(planned.method, planned.n_bits, planned.seed, "FAILED", error=message, run_id=run_id,
-                         failed_in=failed_in)
+    metrics: dict[str, float] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    resolved: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    save_seconds: float | None = None
+    failed_in: str = ""
+    error: str = ""
+    traceback: str = ""
+
+
+def compute_run(planned: PlannedRun, prep: Prepared, folder: Path, save_models: bool = True) -> Computed:
+    """Train, encode and score one (method, bits, seed), and (with ``save_models``) save its fitted hasher
+    and database codes under ``folder`` (`keep_model_and_codes`): everything a run computes, nothing it
+    records. The same function on every executor (locally, or inside a Ray task), so that the same seeds and
+    threads give the same numbers. A failure is returned, attributed (the method's: fit, encode, malformed
+    codes, a hasher that cannot be saved; the harness's: scoring valid codes), never raised;
+    ``KeyboardInterrupt`` and ``SystemExit`` pass through."""
+    def failed(failed_in: str, message: str) -> Computed:
+        return Computed(failed_in=failed_in, error=message, traceback=traceback.format_exc())
 
     try:
         trained = train_and_encode(planned.cls, planned.params, prep)
@@ -535,37 +611,82 @@ def _run_one_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id
     except Exception as exc:  # noqa: BLE001 -- a method's failure must not end the sweep
         return failed("method", f"{type(exc).__name__}: {exc}")
     try:
-        metrics, score_texts = score(trained, prep)
+        metrics, texts = score(trained, prep)
         metrics.update(trained.measurements)
     except Exception as exc:  # noqa: BLE001
         return failed("harness", f"harness error while scoring {planned.method}'s codes (a hashbench bug, "
                                  f"not the method's): {type(exc).__name__}: {exc}")
+    out = Computed(metrics, texts, history, dict(resolved), dict(info))
+    if save_models:
+        try:
+            with timer() as save_t:
+                out.files = keep_model_and_codes(trained, prep, folder)
+        except Exception as exc:  # noqa: BLE001 -- a hasher that cannot be saved breaks the contract
+            return failed("method", f"cannot save the fitted {planned.method}: {type(exc).__name__}: {exc}")
+        out.save_seconds = save_t()
+    return out
+
+
+def _start_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id: str | None, planned: PlannedRun,
+                    prep: Prepared, identity: record.RunIdentity, env: dict[str, Any],
+                    code_modules: dict[str, str]) -> tuple[RunBundle, record.Layout]:
+    """Record the configuration of a claimed run (visible while it trains); returns its bundle and layout."""
+    layout = _configuration_layout(planned, prep, identity, env)
+    bundle = RunBundle(experiment=experiment, name=f"{planned.method}-{planned.n_bits}b-s{planned.seed}",
+                       tags=identity.tags(), parent_id=parent_id)
+    bundle.add_layout(layout)
+    bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout)
+    rec.write(run_id, bundle)
+    return bundle, layout
+
+
+def _finish_recorded(rec: _SweepRecord, run_id: str, bundle: RunBundle, layout: record.Layout,
+                     planned: PlannedRun, prep: Prepared, identity: record.RunIdentity, env: dict[str, Any],
+                     code_modules: dict[str, str], computed: Computed) -> RunResult:
+    """Record what `compute_run` returned into the claimed run: one FINISHED or FAILED run."""
+    def failed(failed_in: str, message: str, trace: str) -> RunResult:
+        bundle.tags.update({record.TAG_ERROR: message[:5000], record.TAG_FAILED_IN: failed_in})
+        bundle.texts["error.txt"] = trace
+        bundle.status = "FAILED"
+        bundle.files = {}
+        rec.write(run_id, bundle)
+        return RunResult(planned.method, planned.n_bits, planned.seed, "FAILED", error=message, run_id=run_id,
+                         failed_in=failed_in)
+
+    if computed.failed_in:
+        return failed(computed.failed_in, computed.error, computed.traceback)
     try:
-        layout.add_params("resolved", resolved)
-        layout.add_facts("info", info)
-        for key, value in metrics.items():
+        layout.add_params("resolved", computed.resolved)
+        layout.add_facts("info", computed.info)
+        for key, value in computed.metrics.items():
             layout.add_metric("", key, value)
-        history_keys = layout.history_keys(history)
+        history_keys = layout.history_keys(computed.history)
     except record.RecordError as exc:
-        return failed("record", f"cannot record {planned.method}'s values: {exc}")
-    with tempfile.TemporaryDirectory(prefix="hashbench-run-") as scratch:
-        if save_models:
-            try:
-                with timer() as save_t:
-                    bundle.files = keep_model_and_codes(trained, prep, Path(scratch))
-            except Exception as exc:  # noqa: BLE001 -- a hasher that cannot be saved breaks the contract
-                return failed("method", f"cannot save the fitted {planned.method}: {type(exc).__name__}: {exc}")
-            layout.add_metric("", "save_seconds", save_t())
-        bundle.add_layout(layout)
-        bundle.history = {history_keys[name]: [float(v) for v in values] for name, values in history.items()}
-        bundle.texts.update(score_texts)
-        bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout,
-                                                      trained.hasher)
-        if run_id:
-            rec.done[run_id].discard("a:run_config.json")  # rewritten with what fitting resolved
-        bundle.status = "FINISHED"
-        rec.write(run_id, bundle)  # logs the files, or copies them into the spool, before they go
+        return failed("record", f"cannot record {planned.method}'s values: {exc}", traceback.format_exc())
+    if computed.save_seconds is not None:
+        layout.add_metric("", "save_seconds", computed.save_seconds)
+    bundle.files = dict(computed.files)
+    bundle.add_layout(layout)
+    bundle.history = {history_keys[name]: [float(v) for v in values] for name, values in computed.history.items()}
+    bundle.texts.update(computed.texts)
+    bundle.texts["run_config.json"] = _run_config(planned, prep, identity, env, code_modules, layout,
+                                                  (computed.resolved, computed.info))
+    if run_id:
+        rec.done[run_id].discard("a:run_config.json")  # rewritten with what fitting resolved
+    bundle.status = "FINISHED"
+    rec.write(run_id, bundle)  # logs the files, or copies them into the spool, before they go
     return RunResult(planned.method, planned.n_bits, planned.seed, "FINISHED", dict(layout.metrics), run_id=run_id)
+
+
+def _run_one_recorded(rec: _SweepRecord, run_id: str, experiment: str, parent_id: str | None,
+                      planned: PlannedRun, prep: Prepared, identity: record.RunIdentity, env: dict[str, Any],
+                      code_modules: dict[str, str], save_models: bool = True) -> RunResult:
+    """Record the configuration, train, score, record the results (and, with ``save_models``, the fitted
+    hasher and the database codes: `keep_model_and_codes`): one FINISHED or FAILED run."""
+    bundle, layout = _start_recorded(rec, run_id, experiment, parent_id, planned, prep, identity, env, code_modules)
+    with tempfile.TemporaryDirectory(prefix="hashbench-run-") as scratch:
+        computed = compute_run(planned, prep, Path(scratch), save_models)
+        return _finish_recorded(rec, run_id, bundle, layout, planned, prep, identity, env, code_modules, computed)
 
 
 def keep_model_and_codes(trained: Trained, prep: Prepared, folder: Path) -> dict[str, str]:

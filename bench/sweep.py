@@ -295,7 +295,7 @@ SWEEP_KEYS = ("methods", "dataset", "bits", "seeds", "protocol", "features", "da
               "data_options", "feature_options", "side_options", "params", "grid", "force", "metric",
               "allow_query_overlap", "split_seeds", "save_models", "validation")
 # Keys that say how to run a sweep, not what it is: accepted in a file, never part of the logged sweep.
-RUN_KEYS = ("tracking_uri", "stale_after", "format", "threads")
+RUN_KEYS = ("tracking_uri", "stale_after", "format", "threads", "executor", "ray_address")
 _DEFAULTS = {"dataset": "fashion-mnist", "bits": (16, 32, 64, 128), "seeds": (0,), "save_models": True,
              "validation": False}
 
