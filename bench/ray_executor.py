@@ -1,6 +1,6 @@
 """Sweeps on a Ray cluster (``python -m bench run ... --executor ray [--ray-address ADDR]``).
 
-The only module of hashbench that imports Ray. The driver (the ``python -m bench run`` process) keeps
+With `bench.tune`, the only module of hashbench that imports Ray. The driver (the ``python -m bench run`` process) keeps
 everything the record owns: it claims each (method, bits, seed) through `bench.tracking` and records it
 through the runner (claims, heartbeats, the spool), exactly as a local sweep does. A Ray task only
 computes: it runs `bench.runner.compute_run` (fit, encode, score, save the model and codes), the same
@@ -42,11 +42,11 @@ PROBE_SECONDS = 5.0
 POLL_SECONDS = 0.5  # ray.wait returns at least this often, so that Ctrl-C is handled promptly
 
 
-def _import_ray():
+def _import_ray(what: str = "--executor ray"):
     try:
         import ray
     except ImportError:
-        raise UsageError("--executor ray needs Ray, which is not installed: pip install -c constraints.txt "
+        raise UsageError(f"{what} needs Ray, which is not installed: pip install -c constraints.txt "
                          "'hashbench[ray]' (setup.sh installs it)") from None
     return ray
 
@@ -138,6 +138,34 @@ class Done:
     lost: str = ""
 
 
+def start_ray(ray: Any, address: str | None, cpus: int) -> None:
+    """Start a private, light Ray instance on this machine (``cpus`` CPUs, no dashboard, a 512 MiB object
+    store) when ``address`` is None, else join the cluster at ``address`` (probed first: an address nothing
+    answers on fails in seconds). Ray's own Ctrl-C handlers are removed again, so the caller's stay in
+    charge. Shared by `RayExecutor` and ``bench tune`` (`bench.tune`).
+
+    Raises:
+        UsageError: (one line) the address is unreachable or malformed, or Ray cannot start or join.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reporting home from a benchmark machine
+    if address is not None:
+        _probe(ray, address)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if address is None:
+            ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                     log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as exc:  # noqa: BLE001 -- Ray raises ConnectionError, RuntimeError, ValueError ...
+        where = "start a local Ray instance" if address is None else f"join the Ray cluster at {address}"
+        raise UsageError(f"cannot {where}: {_reason(exc)}") from None
+    finally:
+        for s, h in handlers.items():
+            if h is not None:
+                signal.signal(s, h)
+
+
 class RayExecutor:
     """Runs `bench.runner.compute_run` as Ray tasks; the driver submits, waits, records (see the module).
 
@@ -154,24 +182,7 @@ class RayExecutor:
             f"joining the Ray cluster at {address} ...")
         self.threads = threads
         self.started = address is None
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reporting home from a benchmark machine
-        if address is not None:
-            _probe(ray, address)
-        # Ray installs handlers of its own; the sweep's (bench.interrupts) must stay in charge of Ctrl-C.
-        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            if self.started:
-                ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                         log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
-            else:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        except Exception as exc:  # noqa: BLE001 -- Ray raises ConnectionError, RuntimeError, ValueError ...
-            where = "start a local Ray instance" if self.started else f"join the Ray cluster at {address}"
-            raise UsageError(f"cannot {where}: {_reason(exc)}") from None
-        finally:
-            for s, h in handlers.items():
-                if h is not None:
-                    signal.signal(s, h)
+        start_ray(ray, address, cpus)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self.node_cpus = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
         self.gpus = sum(n["Resources"].get("GPU", 0.0) for n in nodes)

@@ -13,7 +13,7 @@ beats them); `write_sweep_file` writes them as a sweep file that ``python -m ben
 A trial may run with a documented reduced schedule when the budget demands it: pass it as a fixed
 hyper-parameter (``fixed``), which every trial and the defaults' run then share and the sweep file keeps.
 
-Ray is imported here and in `bench.ray_executor` only; each trial is a Ray Tune trial asking for
+Ray is imported here and in `bench.ray_executor` only (whose `start_ray` starts or joins it); each trial is a Ray Tune trial asking for
 ``threads`` CPUs, so a local Ray instance runs ``cores / threads`` trials at once.
 """
 from __future__ import annotations
@@ -172,18 +172,11 @@ def tune_methods(spec: TuneSpec, *, tracking_uri: str | None = None, threads: in
 
 
 def _start_ray(address: str | None, threads: int):
-    try:
-        import ray
-    except ImportError:
-        raise UsageError("bench tune needs Ray: pip install 'hashbench[ray]' (./setup.sh installs it)") from None
-    if address is None:
-        ray.init(num_cpus=max(threads, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, object_store_memory=256 * 1024 ** 2)
-    else:
-        try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except Exception as exc:  # noqa: BLE001 - any failure to join is the user's address
-            raise UsageError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+    from bench.ray_executor import _import_ray, start_ray
+    from bench.threads import available_cores
+
+    ray = _import_ray("bench tune")
+    start_ray(ray, address, max(threads, available_cores()))
     return ray
 
 
