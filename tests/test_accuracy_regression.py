@@ -46,7 +46,6 @@ def test_every_builtin_method_is_in_the_cifar10_sweep():
     assert sweep.bits == (32, 64) and sweep.protocol == "ci" and sweep.seeds == (0,)
     stored = json.loads(sweep.path.read_text())
     assert {key.split("/")[0] for key in stored["scores"]} == set(BUILTIN)
-    assert stored["threads"] == regression.THREADS and stored["machine"]["torch_cpu_capability"]
     assert not stored["produced_with"]["git_commit"].endswith("+dirty")  # --update names a real commit
 
 
@@ -69,17 +68,21 @@ def test_unknown_sweep_is_a_usage_error(capsys):
     assert "unknown reference sweep 'nope'" in capsys.readouterr().err
 
 
-def test_a_machine_bound_reference_is_compared_on_its_kind_of_cpu_only(monkeypatch):
-    sweep = next(s for s in regression.SWEEPS if s.name == "cifar10-ci")
-    stored = json.loads(sweep.path.read_text())["machine"]
-    monkeypatch.setattr(regression, "machine", lambda: dict(stored))
+def test_a_machine_bound_reference_is_compared_on_its_kind_of_cpu_only(monkeypatch, tmp_path):
+    here = {"torch_cpu_capability": "AVX512", "isa": ["avx2", "avx512f"]}
+    monkeypatch.setattr(regression, "REFERENCE_DIR", tmp_path)
+    sweep = regression.ReferenceSweep("bound", "cifar10", ("itq",), (32,), machine_bound=True)
+    sweep.path.write_text(json.dumps({"machine": here, "scores": {}}))
+    monkeypatch.setattr(regression, "machine", lambda: dict(here))
     assert regression.machine_mismatch(sweep) is None
-    other = {**stored, "torch_cpu_capability": "DEFAULT" if stored["torch_cpu_capability"] != "DEFAULT" else "AVX2"}
+    other = {**here, "torch_cpu_capability": "AVX2"}
     monkeypatch.setattr(regression, "machine", lambda: other)
     why = regression.machine_mismatch(sweep)
-    assert why and str(stored) in why and str(other) in why
-    digits = next(s for s in regression.SWEEPS if s.name == "digits-shallow")
-    assert not digits.machine_bound and regression.machine_mismatch(digits) is None
+    assert why and str(here) in why and str(other) in why
+    free = regression.ReferenceSweep("free", "digits", ("itq",), (32,))
+    free.path.write_text(json.dumps({"machine": here, "scores": {}}))
+    assert regression.machine_mismatch(free) is None  # the shallow numpy sweep is compared on any CPU
+    assert not next(s for s in regression.SWEEPS if s.name == "digits-shallow").machine_bound
 
 
 def test_the_machine_fingerprint_names_the_kernels_torch_picks():
