@@ -35,14 +35,15 @@ def _inputs(n: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """torch, BLAS and OpenMP limited to one thread, restored afterwards."""
+    """torch, faiss, BLAS and OpenMP limited to one thread, restored afterwards."""
     import torch
-    from threadpoolctl import threadpool_limits
+
+    from bench.benchmarks.evaluation import single_thread
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(limits=1):
+        with single_thread():
             yield
     finally:
         torch.set_num_threads(before)
