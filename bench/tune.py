@@ -53,6 +53,10 @@ class TuneSpec:
             raise UsageError(f"--time-budget must be a positive number of minutes, got {self.time_budget_s / 60!r}")
         if not self.methods:
             raise UsageError("no method given: pass --methods, e.g. --methods itq,lagnh")
+        stray = sorted(set(self.fixed) - set(self.methods))
+        if stray:
+            raise UsageError(f"--param names {', '.join(stray)}, which {'is' if len(stray) == 1 else 'are'} not "
+                             f"among --methods ({', '.join(self.methods)})")
 
 
 @dataclass

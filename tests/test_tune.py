@@ -57,6 +57,7 @@ def test_search_spaces_become_ray_domains_of_the_right_kind():
     (["--methods", "nope", "--bits", "16", "--trials", "1"], "nope"),
     (["--methods", "itq", "--bits", "16", "--trials", "0"], "--trials"),
     (["--methods", "itq", "--bits", "16", "--trials", "1", "--param", "itq.n_iter=-3"], "n_iter"),
+    (["--methods", "itq", "--bits", "16", "--trials", "1", "--param", "sgh.lr=0.1"], "not among --methods"),
 ])
 def test_user_errors_are_one_line_and_status_2(argv, expected, tracking_uri, tmp_path, capsys):
     assert main(["tune", "--dataset", "digits", "--features", "pixels", "--tracking-uri", tracking_uri,
