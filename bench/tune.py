@@ -106,6 +106,17 @@ def ray_search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def validation_sweep(spec: TuneSpec, method: str, params: dict[str, Any]):
+    """The one-run validation sweep (`bench.sweep.SweepSpec`) that scores ``method`` with ``params`` over
+    ``spec.fixed``: what every trial, the defaults' run and the up-front validation of a tune share."""
+    from bench.sweep import SweepSpec
+
+    overrides = {**spec.fixed.get(method, {}), **params}
+    return SweepSpec(methods=(method,), dataset=spec.dataset, bits=(spec.bits,), seeds=(spec.seed,),
+                     protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
+                     overrides={method: overrides} if overrides else {}, validation=True, save_models=False)
+
+
 def score_configuration(spec: TuneSpec, method: str, params: dict[str, Any], tracking_uri: str,
                         threads: int) -> Trial:
     """Run ``method`` with ``params`` (over ``spec.fixed``) on the validation split once and return its
@@ -115,12 +126,8 @@ def score_configuration(spec: TuneSpec, method: str, params: dict[str, Any], tra
         RuntimeError: the run failed (the method's or the harness's fault; its record says which).
     """
     from bench.runner import run_sweep
-    from bench.sweep import SweepSpec
 
-    overrides = {**spec.fixed.get(method, {}), **params}
-    sweep = SweepSpec(methods=(method,), dataset=spec.dataset, bits=(spec.bits,), seeds=(spec.seed,),
-                      protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
-                      overrides={method: overrides} if overrides else {}, validation=True, save_models=False)
+    sweep = validation_sweep(spec, method, params)
     result = run_sweep(sweep, tracking_uri=tracking_uri, threads=threads, progress=lambda msg: None)
     run = result.results[0]
     if run.status not in ("FINISHED", "REUSED"):
@@ -136,7 +143,7 @@ def tune_methods(spec: TuneSpec, *, tracking_uri: str | None = None, threads: in
     Raises:
         UsageError: an unknown method, a budget or setting the sweep refuses, Ray missing or unreachable.
     """
-    from bench.sweep import SweepSpec, validate
+    from bench.sweep import validate
     from bench.tracking import resolve_tracking_uri, sqlite_path
     from hashbench.methods import get_method
 
@@ -146,10 +153,7 @@ def tune_methods(spec: TuneSpec, *, tracking_uri: str | None = None, threads: in
         tracking_uri = f"sqlite:///{path.resolve()}"
 
     for method in spec.methods:  # every user error before anything runs
-        validate(SweepSpec(methods=(method,), dataset=spec.dataset, bits=(spec.bits,), seeds=(spec.seed,),
-                           protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
-                           overrides={method: dict(spec.fixed[method])} if spec.fixed.get(method) else {},
-                           validation=True))
+        validate(validation_sweep(spec, method, {}))
     ray = _start_ray(ray_address, threads)
     out = []
     try:
