@@ -20,8 +20,9 @@ if not _os.path.isdir(_os.path.join(_here, "methods")):  # a checkout, not an in
 def run_sweep(methods, *, dataset: str = "fashion-mnist", bits=(16, 32, 64, 128), seeds=(0,), protocol=None,
               features=None, params=None, grid=None, data_root=None, data_options=None, feature_options=None,
               side_options=None, metric=None, force: bool = False, allow_query_overlap: bool = False,
-              save_models: bool = True, tracking_uri: str | None = None, threads: int | None = None,
-              quiet: bool = False):
+              save_models: bool = True, validation: bool = False, split_seeds=None,
+              tracking_uri: str | None = None, threads: int | None = None, executor: str = "local",
+              ray_address: str | None = None, quiet: bool = False):
     """Train, evaluate and record a sweep, as ``python -m bench run`` does; returns a
     `bench.runner.SweepResult` whose `.frame()` is a pandas DataFrame with a row per run.
 
@@ -30,7 +31,10 @@ def run_sweep(methods, *, dataset: str = "fashion-mnist", bits=(16, 32, 64, 128)
     ``grid``: per-method lists, every combination a configuration (``{"itq": {"n_iter": [10, 50]}}``);
     ``save_models``: keep each run's fitted hasher and database codes (``--no-save-models`` is False);
     ``threads``: one thread count for every library (default: the machine's cores), recorded as
-    ``env.threads``; the other keywords as the flags of ``run``. Runs go to ``tracking_uri`` (default
+    ``env.threads``; ``validation``: fit and score on the protocol's validation split instead of its
+    queries and database (``--validation``); ``executor``: ``"local"`` or ``"ray"`` (``--executor``, with
+    ``ray_address`` as ``--ray-address``; needs the ``hashbench[ray]`` extra); the other keywords as the
+    flags of ``run``. Runs go to ``tracking_uri`` (default
     ``$MLFLOW_TRACKING_URI`` or ``./mlflow.db``); an identical finished run is reused unless ``force``.
 
     Raises the harness's user errors (``bench.errors.UsageError``, ``hashbench.methods.InputError``,
@@ -45,9 +49,11 @@ def run_sweep(methods, *, dataset: str = "fashion-mnist", bits=(16, 32, 64, 128)
         "seeds": tuple(seeds) if not isinstance(seeds, int) else (seeds,), "protocol": protocol,
         "features": features, "params": params, "data_root": data_root, "data_options": data_options,
         "feature_options": feature_options, "side_options": side_options, "metric": metric, "force": force,
-        "allow_query_overlap": allow_query_overlap, "save_models": save_models},
+        "allow_query_overlap": allow_query_overlap, "save_models": save_models, "validation": validation,
+        "split_seeds": split_seeds},
         file={"grid": grid} if grid else None)
-    return _run(spec, tracking_uri=tracking_uri, threads=threads, progress=(lambda message: None) if quiet else None)
+    return _run(spec, tracking_uri=tracking_uri, threads=threads, progress=(lambda message: None) if quiet else None,
+                executor=executor, ray_address=ray_address)
 
 
 def load_runs(experiment: str | None = None, *, tracking_uri: str | None = None, sweep: str | None = None,

@@ -51,3 +51,20 @@ def test_importing_hashbench_is_cheap():
     code = "import sys, hashbench; print(sorted(m for m in ('bench', 'torch', 'mlflow', 'pandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_run_sweep_takes_the_validation_split_and_the_executor_as_the_cli_does(tracking_uri):
+    from bench.errors import UsageError
+
+    result = hashbench.run_sweep(["itq"], dataset="digits", features="pixels", bits=8, validation=True,
+                                 tracking_uri=tracking_uri, quiet=True)
+    frame = result.frame()
+    assert list(frame["status"]) == ["FINISHED"]
+    runs = hashbench.load_runs(tracking_uri=tracking_uri)
+    assert set(runs["experiment"]) == {"digits/digits-validation"}  # never the protocol's own experiment
+    with pytest.raises(UsageError, match="unknown executor 'nope'"):
+        hashbench.run_sweep(["itq"], dataset="digits", features="pixels", bits=8, executor="nope",
+                            tracking_uri=tracking_uri)
+    with pytest.raises(UsageError, match="--ray-address is read by --executor ray only"):
+        hashbench.run_sweep(["itq"], dataset="digits", features="pixels", bits=8, ray_address="127.0.0.1:1",
+                            tracking_uri=tracking_uri)
