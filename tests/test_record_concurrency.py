@@ -35,14 +35,21 @@ from hashbench.methods.registry import register_method
 
 @register_method
 class Slow(Hasher):
-    """Random hyperplanes that take SLOW_SECONDS (default 2) to fit: a sweep is caught mid-run."""
+    """Random hyperplanes that take SLOW_SECONDS (default 2) to fit: a sweep is caught mid-run. With
+    SLOW_UNTIL set, the fit waits instead until that file exists (at most 300 s): a test releases it."""
 
     name = "slow-for-test"
     reference = "test method"
     _parameter_constraints = {}
 
     def _fit(self, X):
-        time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))
+        gate = os.environ.get("SLOW_UNTIL")
+        if gate:
+            end = time.monotonic() + 300
+            while not os.path.exists(gate) and time.monotonic() < end:
+                time.sleep(0.05)
+        else:
+            time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))
         self.mean_ = X.mean(0)
         self.w_ = np.random.default_rng(self.seed).normal(size=(X.shape[1], self.n_bits))
 
@@ -130,8 +137,9 @@ def test_three_sweeps_at_once_on_a_new_store_each_configuration_once(tmp_path, e
 
 def test_a_live_claim_is_skipped_and_listed_as_running_elsewhere(tmp_path, env):
     uri = f"sqlite:///{tmp_path / 's.db'}"
-    env = {**env, "SLOW_SECONDS": "6"}
-    first = _bench(["run", "--methods", "slow-for-test", *DIGITS, "--bits", "8", "--tracking-uri", uri], env)
+    release = tmp_path / "release"  # the first sweep's fit lasts until the second sweep has finished
+    first = _bench(["run", "--methods", "slow-for-test", *DIGITS, "--bits", "8", "--tracking-uri", uri],
+                   {**env, "SLOW_UNTIL": str(release)})
     try:
         _wait_for(lambda: _running_slow(uri), 60, "the first sweep's claim")
         second = _bench(["run", "--methods", "slow-for-test,lsh", *DIGITS, "--bits", "8", "--tracking-uri", uri], env)
@@ -139,6 +147,7 @@ def test_a_live_claim_is_skipped_and_listed_as_running_elsewhere(tmp_path, env):
         assert second.returncode == 0, err
         assert "running elsewhere" in err and "slow-for-test 8 bits seed 0" in err
     finally:
+        release.touch()
         first.communicate(timeout=120)
     assert first.returncode == 0
     assert _configs(_all_runs(uri)) == Counter({("slow-for-test", "8", "0"): 1, ("lsh", "8", "0"): 1})
