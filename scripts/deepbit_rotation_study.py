@@ -1,10 +1,14 @@
-"""Choose the rotation of DeepBit's views on a validation split drawn from a protocol's training split only.
+"""Choose the rotation of DeepBit's views on the harness's validation split (training side only).
 
 ``inscribed-crop`` (rotate, crop the largest same-aspect rectangle without empty corners, resize back: a
 zoom of 1.08 at 5 degrees, 1.16 at 10) against the authors' ``black-corners`` (rotate at the image's own
-scale, corners black). Split: `_training_validation.training_validation` (validation queries and fitting
-set both from the training split). DeepBit at its defaults, views at the defaults but ``rotation``. One JSON
-line per (rotation, bits, seed) to ``--out``, then the means per rotation.
+scale, corners black). Split: the harness's `hashbench.datasets.protocols.validation_split` of the
+protocol's training split (``--val-fraction`` of it, default 10 %, as validation queries; the other training
+rows are both the fitting set and the validation database; the protocol's queries and evaluation database
+are never read), built by `_training_validation.training_validation`. DeepBit at its defaults, views (of the
+fitting rows only) as ``bench run`` computes them but for ``rotation``. The choice is read on mAP@all over
+the validation database (``val_map_all``); mAP@K at the split's K (`validation_topk`) is reported beside it.
+One JSON line per (rotation, bits, seed) to ``--out``, then the means per rotation.
 
     HASHBENCH_DATA=... .venv/bin/python scripts/deepbit_rotation_study.py --dataset cifar10 --bits 64 --seeds 0 1 2
 """
@@ -19,9 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_validation import emit, training_validation  # noqa: E402
+from _training_validation import add_split_arguments, emit, rule_from, training_validation  # noqa: E402
 from bench.evaluation import evaluate  # noqa: E402
-from hashbench.datasets.features import compute_side  # noqa: E402
 from hashbench.methods.deepbit import DeepBit  # noqa: E402
 
 
@@ -30,32 +33,33 @@ def main() -> None:
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--bits", type=int, nargs="+", default=[64])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--n-val", type=int, default=1000)
-    ap.add_argument("--val-seed", type=int, default=12345)
+    add_split_arguments(ap)
     ap.add_argument("--out", default="deepbit_rotation_study.jsonl")
     args = ap.parse_args()
 
-    data, train, X, y, fit, val = training_validation(args.dataset, args.n_val, args.val_seed)
+    tv = training_validation(args.dataset, rule_from(args))
+    X, y, k = tv.X, tv.y, tv.topk
     scores: dict[str, list[float]] = {}
     for rotation in ("inscribed-crop", "black-corners"):
         start = time.perf_counter()
-        views = np.asarray(compute_side(data, "views", indices=train[fit], rotation=rotation)[0])
+        views = np.asarray(tv.side("views", tv.fit, rotation=rotation)[0])
         views_s = time.perf_counter() - start
         for bits in args.bits:
             for seed in args.seeds:
                 model = DeepBit(bits, seed=seed, device="cpu")
                 start = time.perf_counter()
-                model.fit(X[fit], views=views)
+                model.fit(X[tv.fit], views=views)
                 fit_s = time.perf_counter() - start
-                res = evaluate(model.encode(X[val]), model.encode(X[fit]), y[val], y[fit], topk=1000)
-                row = {"dataset": args.dataset, "rotation": rotation, "bits": bits, "seed": seed,
-                       "n_fit": len(fit), "n_val": len(val), "views_s": round(views_s, 1), "fit_s": round(fit_s, 1),
-                       "val_map_all": round(res["map_all"], 4), "val_map_at_1000": round(res["map_at_1000"], 4)}
+                res = evaluate(model.encode(X[tv.query]), model.encode(X[tv.database]), y[tv.query], y[tv.database],
+                               topk=k)
+                row = {"dataset": args.dataset, "rotation": rotation, "bits": bits, "seed": seed, **tv.describe(),
+                       "views_s": round(views_s, 1), "fit_s": round(fit_s, 1),
+                       "val_map_all": round(res["map_all"], 4), f"val_map_at_{k}": round(res[f"map_at_{k}"], 4)}
                 scores.setdefault(rotation, []).append(res["map_all"])
                 emit(row, args.out)
     for rotation, values in scores.items():
         row = {"dataset": args.dataset, "rotation": rotation, "mean_val_map_all": round(float(np.mean(values)), 4),
-               "runs": len(values)}
+               "runs": len(values), **tv.describe()}
         emit(row, args.out)
 
 

@@ -1,14 +1,18 @@
-"""Choose SGH's learning-rate schedule on a validation split drawn from a protocol's training split only.
+"""Choose SGH's learning-rate schedule on the harness's validation split (training side only).
 
 The released demo (``doubling/Stochastic_Generative_Hashing``) builds Adam with lr 1e-2 and afterwards
 halves a Python float ``if i % 2000 == 0``, which never reaches the optimiser: the code trains at a
 constant 1e-2. The halving's literal intent, counted from ``i = 0``, would start at 5e-3 and halve
 every 2,000 iterations. The harness's former default applied the halving starting at 1e-2: neither.
-This script scores the three on the training split alone: ``--n-val`` training items (stratified by
-class, seed ``--val-seed``) become validation queries, the other training items are the fitting set
-and the validation database; the protocol's queries and database are never read (their features are
-not even computed). One JSON line per (schedule, bits, seed) goes to ``--out``; the last lines are the
-means per schedule.
+This script scores the three on the training split alone, with the harness's
+`hashbench.datasets.protocols.validation_split` (`_training_validation.training_validation`):
+``--val-fraction`` of the protocol's training items (default 10 %; seed ``--val-seed``) become validation
+queries, the other training items are the fitting set and the validation database; the protocol's queries
+and evaluation database are never read (their features are not even computed). The choice is read on
+mAP@all over the validation database (``val_map_all``); mAP@K at the split's K (`validation_topk`) is
+reported beside it. One JSON line per (schedule, bits, seed) goes to ``--out``; the last lines are the
+means per schedule. Rows of an earlier run in ``--out`` are reused only when they were made on the same
+split (dataset, rule).
 
     HASHBENCH_DATA=... .venv/bin/python scripts/sgh_lr_study.py --dataset cifar10 --bits 32 64 --seeds 0 1 2
 """
@@ -25,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench.evaluation import evaluate  # noqa: E402
-from _training_validation import emit, training_validation  # noqa: E402
+from _training_validation import add_split_arguments, emit, rule_from, training_validation  # noqa: E402
 from hashbench.methods.sgh import DEMO_HALVE_EVERY_EPOCHS, SGH  # noqa: E402
 
 SCHEDULES = {
@@ -40,18 +44,20 @@ def main() -> None:
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--bits", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--n-val", type=int, default=1000)
-    ap.add_argument("--val-seed", type=int, default=12345)
+    add_split_arguments(ap)
     ap.add_argument("--schedules", nargs="+", choices=list(SCHEDULES), default=list(SCHEDULES))
     ap.add_argument("--out", default="sgh_lr_study.jsonl")
     args = ap.parse_args()
 
-    _, _, X, y, fit, val = training_validation(args.dataset, args.n_val, args.val_seed)
-    done = {}  # rows of an earlier, interrupted run with the same --out are kept, not recomputed
+    tv = training_validation(args.dataset, rule_from(args))
+    X, y, k = tv.X, tv.y, tv.topk
+    same_split = {key: value for key, value in tv.describe().items() if key in ("split", "validation_rule", "protocol")}
+    done = {}  # rows of an earlier, interrupted run on the same split with the same --out are kept, not recomputed
     if Path(args.out).exists():
         for line in Path(args.out).read_text().splitlines():
             row = json.loads(line)
-            if "seed" in row:
+            if "seed" in row and row.get("dataset") == args.dataset and all(
+                    row.get(key) == value for key, value in same_split.items()):
                 done[(row["schedule"], row["bits"], row["seed"])] = row["val_map_all"]
     scores: dict[str, list[float]] = {}
     for name, params in SCHEDULES.items():
@@ -64,17 +70,18 @@ def main() -> None:
                     continue
                 model = SGH(bits, seed=seed, device="cpu", **params)
                 start = time.perf_counter()
-                model.fit(X[fit])
+                model.fit(X[tv.fit])
                 fit_s = time.perf_counter() - start
-                res = evaluate(model.encode(X[val]), model.encode(X[fit]), y[val], y[fit], topk=1000)
+                res = evaluate(model.encode(X[tv.query]), model.encode(X[tv.database]), y[tv.query], y[tv.database],
+                               topk=k)
                 row = {"dataset": args.dataset, "schedule": name, "params": params, "bits": bits, "seed": seed,
-                       "n_fit": len(fit), "n_val": len(val), "fit_s": round(fit_s, 1),
-                       "val_map_all": round(res["map_all"], 4), "val_map_at_1000": round(res["map_at_1000"], 4)}
+                       **tv.describe(), "fit_s": round(fit_s, 1),
+                       "val_map_all": round(res["map_all"], 4), f"val_map_at_{k}": round(res[f"map_at_{k}"], 4)}
                 scores.setdefault(name, []).append(res["map_all"])
                 emit(row, args.out)
     for name, values in scores.items():
         row = {"dataset": args.dataset, "schedule": name, "mean_val_map_all": round(float(np.mean(values)), 4),
-               "runs": len(values)}
+               "runs": len(values), **tv.describe()}
         emit(row, args.out)
 
 
