@@ -67,15 +67,23 @@ def _version() -> str:
     return f"hashbench {package_versions()['hashbench']}" + (f" (checkout {commit})" if commit else "")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the harness's rule for user errors: one line on stderr, exit status 2 (argparse's own
+    prints the whole usage block first). Sub-command parsers inherit the class."""
+
+    def error(self, message: str):  # noqa: D102 -- argparse's hook
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
-    shared = argparse.ArgumentParser(add_help=False)
+    shared = _Parser(add_help=False)
     loud = shared.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=argparse.SUPPRESS,
                       help="print the table and errors only")
     loud.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=argparse.SUPPRESS,
                       help="also print each method's per-epoch training lines")
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].replace("``", ""),
-                                parents=[shared])
+    p = _Parser(prog=prog, description=__doc__.split("\n\n")[0].replace("``", ""), parents=[shared])
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -556,6 +564,7 @@ def _cmd_tune(args) -> int:
     from bench.threads import parse_threads
     from bench.tune import TuneSpec, tune_methods, write_sweep_file
 
+    _writable_output(args.output, "--output")  # before any trial runs, not after the whole tune
     spec = TuneSpec(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), dataset=args.dataset,
                     bits=args.bits, trials=args.trials,
                     time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
@@ -580,7 +589,10 @@ COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "plot": _
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Run one command; returns the exit status (see the module docstring)."""
-    args = _parser(prog or _prog()).parse_args(argv)
+    try:
+        args = _parser(prog or _prog()).parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or an argument error, already printed on one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     args.prog = prog or _prog()
     args.verbosity = getattr(args, "verbosity", 0)
     _set_verbosity(args.verbosity)

@@ -53,6 +53,9 @@ class TuneSpec:
             raise UsageError(f"--time-budget must be a positive number of minutes, got {self.time_budget_s / 60!r}")
         if not self.methods:
             raise UsageError("no method given: pass --methods, e.g. --methods itq,lagnh")
+        twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
+        if twice:
+            raise UsageError(f"--methods names {', '.join(twice)} more than once")
         stray = sorted(set(self.fixed) - set(self.methods))
         if stray:
             raise UsageError(f"--param names {', '.join(stray)}, which {'is' if len(stray) == 1 else 'are'} not "
@@ -111,7 +114,7 @@ def validation_sweep(spec: TuneSpec, method: str, params: dict[str, Any]):
     ``spec.fixed``: what every trial, the defaults' run and the up-front validation of a tune share."""
     from bench.sweep import SweepSpec
 
-    overrides = {**spec.fixed.get(method, {}), **params}
+    overrides = {**params, **spec.fixed.get(method, {})}  # a fixed value always wins
     return SweepSpec(methods=(method,), dataset=spec.dataset, bits=(spec.bits,), seeds=(spec.seed,),
                      protocol=spec.protocol, features=spec.features, data_root=spec.data_root,
                      overrides={method: overrides} if overrides else {}, validation=True, save_models=False)
@@ -158,15 +161,20 @@ def tune_methods(spec: TuneSpec, *, tracking_uri: str | None = None, threads: in
     out = []
     try:
         for method in spec.methods:
-            space = get_method(method).search_space
+            # A hyper-parameter fixed with --param (a reduced schedule) is shared by every trial, not searched.
+            fixed = spec.fixed.get(method, {})
+            space = {k: v for k, v in get_method(method).search_space.items() if k not in fixed}
             say(f"{method}: defaults on the validation split ...")
             default = score_configuration(spec, method, {}, tracking_uri, threads)
             trials: list[Trial] = []
             if space:
                 budget = (f"{spec.trials} trials" if spec.trials is not None
                           else f"{spec.time_budget_s / 60:g} minutes")
-                say(f"{method}: searching {', '.join(space)} ({budget}) ...")
+                kept = f"; fixed: {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed else ""
+                say(f"{method}: searching {', '.join(space)} ({budget}{kept}) ...")
                 trials = _search(spec, method, space, tracking_uri, threads)
+            elif fixed:
+                say(f"{method}: every setting of its search space is fixed by --param: only that is scored")
             else:
                 say(f"{method}: no search space (nothing of it but the code length and seed changes its codes)")
             out.append(MethodTuning(method, default.metric, default, trials))
@@ -204,6 +212,11 @@ def _search(spec: TuneSpec, method: str, space: dict[str, dict[str, Any]], track
         trial = score_configuration(spec, method, dict(config), tracking_uri, threads)
         return {"score": trial.score, "run_id": trial.run_id, "metric": trial.metric}
 
+    import ray
+
+    # As many trials in flight as the cluster runs at once: with a time budget the search is open-ended,
+    # and Ray would otherwise queue trials that never start.
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1.0) // threads))
     with tempfile.TemporaryDirectory(prefix="hashbench-tune-") as storage:
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": threads}),
@@ -212,18 +225,29 @@ def _search(spec: TuneSpec, method: str, space: dict[str, dict[str, Any]], track
                 metric="score", mode="max",
                 num_samples=spec.trials if spec.trials is not None else -1,
                 time_budget_s=spec.time_budget_s,
-                search_alg=BasicVariantGenerator(random_state=spec.seed),
+                search_alg=BasicVariantGenerator(random_state=spec.seed), max_concurrent_trials=slots,
             ),
             run_config=tune.RunConfig(storage_path=storage, name=method, verbose=0,
                                       callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]),
         )
-        grid = tuner.fit()
-        trials = []
-        for result in grid:
-            if result.error is not None or not result.metrics or "score" not in result.metrics:
-                raise RuntimeError(f"{method}: a trial failed: {result.error}")
-            trials.append(Trial({k: _plain(v) for k, v in result.config.items()}, float(result.metrics["score"]),
-                                str(result.metrics["run_id"]), str(result.metrics["metric"])))
+        return scored_trials(method, tuner.fit())
+
+
+def scored_trials(method: str, results) -> list[Trial]:
+    """The trials of Ray Tune ``results`` (a result grid) that scored; trials that never started or were
+    cut short when a time budget ran out (no error, no score) are left out.
+
+    Raises:
+        RuntimeError: a trial raised (its error is named).
+    """
+    trials = []
+    for result in results:
+        if result.error is not None:
+            raise RuntimeError(f"{method}: a trial failed: {result.error}")
+        if not result.metrics or "score" not in result.metrics:
+            continue
+        trials.append(Trial({k: _plain(v) for k, v in result.config.items()}, float(result.metrics["score"]),
+                            str(result.metrics["run_id"]), str(result.metrics["metric"])))
     return trials
 
 
@@ -250,11 +274,15 @@ def write_sweep_file(spec: TuneSpec, tunings: list[MethodTuning], path: str) -> 
             body[key] = getattr(spec, key)
     if params:
         body["params"] = params
-    budget = f"{spec.trials} trials" if spec.trials is not None else f"{spec.time_budget_s / 60:g} minutes"
+    budget = (f"{spec.trials} trial{'s' if spec.trials != 1 else ''}" if spec.trials is not None
+              else f"{spec.time_budget_s / 60:g} minutes")
     lines = [f"# Chosen by python -m bench tune on the validation split of {spec.dataset} ({budget} per method,",
              "# seed {}, {} bits); validation scores, defaults -> chosen:".format(spec.seed, spec.bits)]
     for t in tunings:
         lines.append(f"#   {t.method}: {t.metric} {t.default.score:.4f} -> {t.best.score:.4f} "
                      f"({'defaults kept' if t.best is t.default else 'tuned'}; {len(t.trials)} trials)")
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False))

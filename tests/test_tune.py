@@ -58,6 +58,10 @@ def test_search_spaces_become_ray_domains_of_the_right_kind():
     (["--methods", "itq", "--bits", "16", "--trials", "0"], "--trials"),
     (["--methods", "itq", "--bits", "16", "--trials", "1", "--param", "itq.n_iter=-3"], "n_iter"),
     (["--methods", "itq", "--bits", "16", "--trials", "1", "--param", "sgh.lr=0.1"], "not among --methods"),
+    (["--methods", "itq,itq", "--bits", "16", "--trials", "1"], "names itq more than once"),
+    (["--methods", "itq", "--bits", "16", "--trials", "abc"], "--trials: invalid int value"),
+    (["--methods", "itq", "--bits", "16"], "one of the arguments --trials --time-budget is required"),
+    (["--methods", "itq", "--bits", "16", "--trials", "1", "--time-budget", "1"], "not allowed with argument"),
 ])
 def test_user_errors_are_one_line_and_status_2(argv, expected, tracking_uri, tmp_path, capsys):
     assert main(["tune", "--dataset", "digits", "--features", "pixels", "--tracking-uri", tracking_uri,
@@ -107,3 +111,49 @@ def test_a_tune_scores_only_the_validation_split_and_writes_a_runnable_sweep_fil
     scores = {r.data.params.get("hp.n_iter"): r.data.metrics["map_at_90"] for r in itq}
     best = max(scores.values())
     assert scores[str(chosen.get("n_iter", 50))] == best  # the written choice is the best validation score
+
+
+def test_a_fixed_setting_is_shared_by_every_trial_and_not_searched(monkeypatch, tracking_uri, tmp_path):
+    """--param sgh.epochs=3 is a reduced schedule: the defaults and every trial train 3 epochs."""
+    import bench.tune as tune_mod
+
+    seen = {}
+    monkeypatch.setattr(tune_mod, "_start_ray", lambda address, threads: type("R", (), {"shutdown": lambda: None}))
+    monkeypatch.setattr(tune_mod, "score_configuration",
+                        lambda spec, method, params, uri, threads: Trial(dict(params), 0.5, "run", "map_at_90"))
+
+    def search(spec, method, space, uri, threads):
+        seen["space"] = dict(space)
+        return [Trial({"lr": 0.01}, 0.6, "run2", "map_at_90")]
+
+    monkeypatch.setattr(tune_mod, "_search", search)
+    spec = TuneSpec(methods=("sgh",), dataset="digits", bits=16, trials=2, features="pixels",
+                    fixed={"sgh": {"epochs": 3.0}})
+    tunings = tune_mod.tune_methods(spec, tracking_uri=tracking_uri, say=lambda m: None)
+    assert "epochs" not in seen["space"] and "lr" in seen["space"]
+    sweep = tune_mod.validation_sweep(spec, "sgh", {"epochs": 50.0, "lr": 0.01})
+    assert sweep.overrides["sgh"] == {"epochs": 3.0, "lr": 0.01}  # the fixed value wins over a sampled one
+    out = tmp_path / "new" / "folder" / "t.yaml"  # folders are made
+    tune_mod.write_sweep_file(spec, tunings, str(out))
+    assert yaml.safe_load(out.read_text())["params"]["sgh"] == {"epochs": 3.0, "lr": 0.01}
+
+
+def test_trials_that_never_scored_are_left_out_and_a_failed_one_is_an_error():
+    """With a time budget Ray returns the trials it had queued or cut short: no error, no score."""
+    from types import SimpleNamespace as R
+
+    from bench.tune import scored_trials
+
+    done = R(error=None, metrics={"score": 0.5, "run_id": "a", "metric": "map_at_90"}, config={"lr": 0.1})
+    cut = R(error=None, metrics={}, config={"lr": 0.2})
+    assert [t.params for t in scored_trials("sgh", [done, cut, R(error=None, metrics=None, config={})])] == [{"lr": 0.1}]
+    with pytest.raises(RuntimeError, match="sgh: a trial failed: boom"):
+        scored_trials("sgh", [done, R(error="boom", metrics={}, config={})])
+
+
+@pytest.mark.parametrize("argv", [["tune", "--trials", "abc"], ["nosuch"], ["run", "--executor", "nope"],
+                                  ["report", "--code-versions", "bogus"]])
+def test_argument_errors_are_one_line_and_status_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "usage:" not in err
