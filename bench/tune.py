@@ -22,6 +22,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from bench.errors import UsageError
@@ -43,6 +44,13 @@ class TuneSpec:
     features: str | None = None
     data_root: str | None = None
     fixed: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def budget(self) -> str:
+        """The budget per method in words ("20 trials", "15 minutes"), as progress and the sweep file say it."""
+        if self.trials is not None:
+            return f"{self.trials} trial{'s' if self.trials != 1 else ''}"
+        return f"{self.time_budget_s / 60:g} minutes"
 
     def __post_init__(self):
         if (self.trials is None) == (self.time_budget_s is None):
@@ -168,10 +176,8 @@ def tune_methods(spec: TuneSpec, *, tracking_uri: str | None = None, threads: in
             default = score_configuration(spec, method, {}, tracking_uri, threads)
             trials: list[Trial] = []
             if space:
-                budget = (f"{spec.trials} trials" if spec.trials is not None
-                          else f"{spec.time_budget_s / 60:g} minutes")
                 kept = f"; fixed: {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed else ""
-                say(f"{method}: searching {', '.join(space)} ({budget}{kept}) ...")
+                say(f"{method}: searching {', '.join(space)} ({spec.budget}{kept}) ...")
                 trials = _search(spec, method, space, tracking_uri, threads)
             elif fixed:
                 say(f"{method}: every setting of its search space is fixed by --param: only that is scored")
@@ -274,15 +280,11 @@ def write_sweep_file(spec: TuneSpec, tunings: list[MethodTuning], path: str) -> 
             body[key] = getattr(spec, key)
     if params:
         body["params"] = params
-    budget = (f"{spec.trials} trial{'s' if spec.trials != 1 else ''}" if spec.trials is not None
-              else f"{spec.time_budget_s / 60:g} minutes")
-    lines = [f"# Chosen by python -m bench tune on the validation split of {spec.dataset} ({budget} per method,",
+    lines = [f"# Chosen by python -m bench tune on the validation split of {spec.dataset} ({spec.budget} per method,",
              "# seed {}, {} bits); validation scores, defaults -> chosen:".format(spec.seed, spec.bits)]
     for t in tunings:
         lines.append(f"#   {t.method}: {t.metric} {t.default.score:.4f} -> {t.best.score:.4f} "
                      f"({'defaults kept' if t.best is t.default else 'tuned'}; {len(t.trials)} trials)")
-    from pathlib import Path
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False))

@@ -79,7 +79,8 @@ from hashbench.methods.registry import register_method
 # early_stop_patience 0 = no early stopping. "fast" (the default) keeps the authors' 1 + 5 steps per
 # batch on batches of 256 for 10 epochs: 1,000 generator updates instead of 7,500, each about 4x
 # cheaper (the n x n attention and graph products shrink 16x). Validation mAP@1000 on cifar10, 64 bits
-# (scripts/lagnh_validation_study.py with its former split, queries from the evaluation database) grows with the number of updates and then levels off: batch 1024
+# (scripts/lagnh_validation_study.py with its former split, queries from the evaluation database) grows
+# with the number of updates and then levels off: batch 1024
 # x 1 step x 40 epochs 0.501, 256 x 1 x 20 0.533, 1024 x 5 x 20 0.544, 1024 x 1 x 100 0.550,
 # 256 x 1 x 40 0.557, 256 x 5 x 10 0.557, 256 x 1 x 80 (early-stopped at 59) 0.558, 256 x 1 x 150 0.547;
 # batch 128 x 1 x 20 0.536. The comparison with the full authors' schedule is in the README.

@@ -21,7 +21,7 @@ Adam per player. The authors' schedule (100,000 iterations of 400 rows at lr 1e-
   CPU cores at 64 bits on 5,000 × 1,280 features). Chosen on the harness's validation split of the training
   rows (README, "TBH as implemented"): ``bench tune`` (20 trials) found that TBH gains most from more rows
   per step and more steps, and of two schedules near its best trial this one was the steadier (64 bits,
-  seeds 0-2: 0.4122 ± 0.0081 against 0.4101 ± 0.0491 for 1,200 × 400 at 1e-3, and 0.309 at seed 0 for the
+  seeds 0-2: 0.4122 ± 0.0081 against 0.4101 ± 0.0491 for 1,200 × 400 at 1e-3 and 0.3255 ± 0.0237 for the
   former 600 × 100 at 3e-4).
 * **The decoder's output** ``output="linear"`` (default) instead of the authors' ReLU
   (``output="relu"``). Within the short schedule, with the ReLU the reconstruction stayed above that of
