@@ -17,13 +17,15 @@ averaged over all queries. ``map_tie_aware`` is the expectation of AP@all over u
 inside each group of equal distance (McSherry & Najork, ECIR 2008), so it does not depend on the
 database order. Radius metrics count the items within Hamming distance :math:`r` of the query.
 
-How it is fast. One compiled pass over the database, for a group of four queries at a time (each
-database word is loaded once per group), computes each query's distance histogram :math:`n_d` and, for
-each relevant item, its distance and its position inside its distance bucket. Ranks then follow from
-the histogram (rank = items at smaller distance + position in the bucket), so no sort is ever run, and
-every metric (stable AP at any cut, tie-aware AP, radius precision and recall, P@N) comes from the same
-pass. Memory is :math:`O(N + Q \\cdot n_{bits})`: nothing of size :math:`Q \\times N` exists unless
-`hamming_distances` is called. The compiled loops are serial: the engine uses one thread.
+How it is fast. One compiled pass over the database, for a group of eight queries at a time (four for
+codes over 128 bits; each database word is loaded once per group), computes each query's distance
+histograms (all items, relevant items) and, for each relevant item, its distance and its positions
+inside its distance bucket among all and among the relevant items. Queries of one class are grouped,
+so one branch per item skips the irrelevant items' bookkeeping for the whole group. Ranks then follow
+from the histograms (rank = items at smaller distance + position in the bucket), so no sort is ever
+run, and every metric (stable AP at any cut, tie-aware AP, radius precision and recall, P@N) comes from
+the same pass. Memory is :math:`O(N + Q \\cdot n_{bits})`: nothing of size :math:`Q \\times N` exists
+unless `hamming_distances` is called. The compiled loops are serial: the engine uses one thread.
 
 Exact sums. The sum :math:`\\sum_k P(k)\\,\\mathrm{rel}(k)` of a query adds each term (a ``float64``
 quotient) as the integer ``term * 2**92`` into a 128-bit accumulator, which is exact for every term of a
@@ -58,8 +60,10 @@ __all__ = ["average_precision_at_k", "evaluate", "evaluate_sharded", "hamming_di
 # A relevant item is recorded as (position in its bucket << _DIST_BITS) | distance in one int64.
 _DIST_BITS = 16
 _MAX_CODE_BYTES = ((1 << _DIST_BITS) - 1) // 8
-# Queries scanned together in one pass over the database.
-_GROUP = 4
+# Queries scanned together in one pass over the database: eight while their words fit in registers.
+_GROUP = 8
+_GROUP_WIDE = 4
+_GROUP_MAX_WORDS = 2
 # Exact sums: each term in (0, 1] is added as the integer term * 2**92 to a 128-bit accumulator; for
 # terms of at least 2**-39 (ranks below 2**39) the scaled float64 is an integer, so no bit is lost.
 _FIXED_POINT_BITS = 92
@@ -435,12 +439,12 @@ def _check_database_size(n_db: int) -> None:
         raise ValueError(f"the database has {n_db} items; exact sums support fewer than {_MAX_DB_ITEMS}")
 
 
-def _query_groups(q_labels: np.ndarray, single_label: bool) -> tuple[np.ndarray, int]:
-    """Order in which the kernels scan the queries, in groups of `_GROUP` slots, and how many leading
+def _query_groups(q_labels: np.ndarray, single_label: bool, group: int) -> tuple[np.ndarray, int]:
+    """Order in which the kernel scans the queries, in groups of ``group`` slots, and how many leading
     slots form uniform groups.
 
     With class ids, queries of one class are relevant to the same items, so full groups of one class
-    share one relevance test and one record counter (`_rank_kernel`). The remaining queries (and all
+    share one relevance test and one record counter (`_scan_kernel`). The remaining queries (and all
     multi-hot ones) fill mixed groups, the last padded by repeating its last query (those slots are
     dropped). Returns the query index of every slot and the number of uniform slots.
     """
@@ -452,12 +456,12 @@ def _query_groups(q_labels: np.ndarray, single_label: bool) -> tuple[np.ndarray,
         _, starts = np.unique(q_labels[order, 0].view(np.int64), return_index=True)
         rest = []
         for members in np.split(order, starts[1:]):
-            full = members.size - members.size % _GROUP
+            full = members.size - members.size % group
             uniform.append(members[:full])
             rest.append(members[full:])
     rest_slots = np.concatenate(rest)
-    if rest_slots.size % _GROUP:
-        rest_slots = np.concatenate([rest_slots, np.repeat(rest_slots[-1:], -rest_slots.size % _GROUP)])
+    if rest_slots.size % group:
+        rest_slots = np.concatenate([rest_slots, np.repeat(rest_slots[-1:], -rest_slots.size % group)])
     n_uniform = int(sum(u.size for u in uniform))
     return np.concatenate(uniform + [rest_slots]).astype(np.int64), n_uniform
 
@@ -493,7 +497,8 @@ def _rank_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db
     """
     n_query, n_words = q_words.shape
     n_buckets = 64 * n_words + 1
-    slots, n_uniform = _query_groups(q_labels, single_label)
+    group = _group_size(n_words)
+    slots, n_uniform = _query_groups(q_labels, single_label, group)
     n_slots = slots.size
     given = off_all is not None
     if given:
@@ -504,18 +509,18 @@ def _rank_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db
     rel_hist = np.zeros((n_slots, n_buckets), dtype=np.int64)
     rel_at_cut = np.zeros((n_slots, cuts.size), dtype=np.int64)
     acc = np.zeros((n_slots, cuts.size, 2), dtype=np.uint64)
-    # Work buffers come from numpy rather than from inside the kernel so that tracemalloc sees them.
-    # One record list per query of a group; in a uniform group the lists advance together.
-    uniform_rows = _record_slots(q_labels[slots[:n_uniform]], db_labels, single_label) if n_uniform else 1
-    mixed_rows = _record_slots(q_labels[slots[n_uniform:]], db_labels, single_label)
-    rec_uniform = np.empty((_GROUP, uniform_rows), dtype=np.int64)
-    rec_mixed = np.empty((_GROUP, mixed_rows), dtype=np.int64)
+    # Work buffers come from numpy rather than from inside the kernel so that tracemalloc sees them:
+    # per query of a group, each relevant item's position in its bucket among all items (with its
+    # distance) and among the relevant items.
+    rows = _record_slots(q_labels, db_labels, single_label)
+    positions = np.empty((group, rows), dtype=np.int64)
+    rel_positions = np.empty((group, rows), dtype=np.uint32 if db_words.shape[0] < 1 << 32 else np.int64)
     before = np.empty(n_buckets, dtype=np.int64)
-    rel_seen = np.empty(n_buckets, dtype=np.int64)
-    kernel = _rank_kernel(n_words, q_labels.shape[1], single_label)
-    kernel(np.ascontiguousarray(q_words[slots]).ravel(), db_words, np.ascontiguousarray(q_labels[slots]).ravel(),
-           db_labels, n_uniform, np.ascontiguousarray(cuts, dtype=np.int64), off_all, off_rel, given, hist,
-           rel_hist, rel_at_cut, acc, rec_uniform, rec_mixed, before, rel_seen)
+    rel_before = np.empty(n_buckets, dtype=np.int64)
+    _scan_kernel(n_words, q_labels.shape[1], single_label, True)(
+        np.ascontiguousarray(q_words[slots]).ravel(), db_words, np.ascontiguousarray(q_labels[slots]).ravel(),
+        db_labels, n_uniform, np.ascontiguousarray(cuts, dtype=np.int64), off_all, off_rel, given, hist, rel_hist,
+        rel_at_cut, acc, positions, rel_positions, before, rel_before)
     # Padding slots repeat a query already scanned; the first slot of each query is kept.
     first = np.unique(slots, return_index=True)[1]
     back = first[np.argsort(slots[first])]
@@ -526,13 +531,22 @@ def _histogram_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: boo
                     db_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distance histograms of all items and of the relevant items, ``int64`` ``(Q, n_buckets)`` each."""
     n_query, n_words = q_words.shape
-    slots = np.arange(n_query + (-n_query % _GROUP)).clip(max=n_query - 1)
+    slots, n_uniform = _query_groups(q_labels, single_label, _group_size(n_words))
     hist = np.zeros((slots.size, 64 * n_words + 1), dtype=np.int64)
     rel_hist = np.zeros_like(hist)
-    _histogram_kernel(n_words, q_labels.shape[1], single_label)(
+    unused = np.zeros((1, 1), dtype=np.int64)
+    _scan_kernel(n_words, q_labels.shape[1], single_label, False)(
         np.ascontiguousarray(q_words[slots]).ravel(), db_words, np.ascontiguousarray(q_labels[slots]).ravel(),
-        db_labels, hist, rel_hist)
-    return hist[:n_query], rel_hist[:n_query]
+        db_labels, n_uniform, np.zeros(0, np.int64), unused, unused, False, hist, rel_hist, unused,
+        np.zeros((1, 1, 2), dtype=np.uint64), unused, unused, unused[0], unused[0])
+    first = np.unique(slots, return_index=True)[1]
+    back = first[np.argsort(slots[first])]
+    return hist[back], rel_hist[back]
+
+
+def _group_size(n_words: int) -> int:
+    """Queries per pass of the scan for codes of ``n_words`` words (see `_scan_kernel`)."""
+    return _GROUP if n_words <= _GROUP_MAX_WORDS else _GROUP_WIDE
 
 
 def _add_exact(acc: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -736,48 +750,77 @@ def _float_bits(typingctx, x):
 _SIGNIFICAND = np.uint64((1 << 52) - 1)
 _IMPLICIT_BIT = np.uint64(1 << 52)
 _SHIFT_BIAS = np.uint64(1075 - _FIXED_POINT_BITS)
+# The vectorised sum adds 32-bit limbs into 64-bit sums: at most 2**32 terms before they are folded.
+_LIMB_TERMS = 1 << 31
+_LOW_LIMB = np.uint64(0xFFFFFFFF)
 
 
-@numba.njit(cache=True, nogil=True)
-def _finish_query(n_rec, rec, hist, rel_hist, cuts, rel_at_cut, acc, off_all, off_rel, given, before, rel_seen):
-    """Turn one query's records into its relevant histogram and the stable-ranking sums per cut.
+# error_model="numpy": no zero-division check (ranks start at 1), which would keep the loop scalar.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _limb_sums(ranks, rel_ranks, start, stop):
+    """Sums of the terms ``rel_ranks[t] / ranks[t]`` for ``start <= t < stop`` (fewer than 2**32) as
+    ``term * 2**92`` split into limbs: bits 0-31, bits 32-63 and bits 64 and up, each summed in a
+    ``uint64`` that cannot overflow. No branch, so the compiler vectorises the loop."""
+    one = np.uint64(1)
+    low32 = np.uint64(0)
+    mid32 = np.uint64(0)
+    high = np.uint64(0)
+    for t in range(start, stop):
+        bits = _float_bits(np.float64(rel_ranks[t]) / np.float64(ranks[t]))
+        significand = (bits & _SIGNIFICAND) | _IMPLICIT_BIT
+        shift = (bits >> np.uint64(52)) - _SHIFT_BIAS
+        low_add = significand << shift
+        low32 += low_add & _LOW_LIMB
+        mid32 += low_add >> np.uint64(32)
+        high += (significand >> one) >> (np.uint64(63) - shift)
+    return low32, mid32, high
 
-    Records come in database order, so the running count of relevant items per bucket is each
-    relevant item's position among the relevant items of its bucket. Without ``given`` offsets the
-    ranks start at this database's own histogram; with them, at the offsets (a shard of a larger one).
-    Each term goes to the first cut at or above its rank, as an exact 128-bit fixed-point integer; the
-    last cut (the usual home of most terms) is summed in registers.
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _finish_query(n_rec, positions, rel_positions, hist, rel_hist, cuts, rel_at_cut, acc, off_all, off_rel, given,
+                  before, rel_before):
+    """Turn one query's records into the stable-ranking sums per cut.
+
+    A relevant item at distance ``d`` with position ``p`` in its bucket (among all items) and ``p_r``
+    (among the relevant items) has rank ``before[d] + p`` and relevant rank ``rel_before[d] + p_r``.
+    Without ``given`` offsets those start at this database's own histograms; with them, at the offsets
+    (a shard of a larger database). Each term goes to the first cut at or above its rank, as an exact
+    128-bit fixed-point integer. Terms of the last cut (the usual home of most of them) are set aside
+    in the record buffers (rank and relevant rank overwrite the records already read) and summed in a
+    second loop without branches, which the compiler vectorises: three 64-bit sums of 32-bit limbs
+    that cannot overflow below 2**32 terms, combined into the 128-bit total at the end.
     """
-    mask = (1 << _DIST_BITS) - 1
-    for t in range(n_rec):
-        rel_hist[rec[t] & mask] += 1
     if cuts.shape[0] == 0:                                # histograms only (the radius curve)
         return
     if given:
         for d in range(hist.shape[0]):
             before[d] = off_all[d]
-            rel_seen[d] = off_rel[d]
+            rel_before[d] = off_rel[d]
     else:
         n_seen = 0
         r_seen = 0
         for d in range(hist.shape[0]):
             before[d] = n_seen
-            rel_seen[d] = r_seen
+            rel_before[d] = r_seen
             n_seen += hist[d]
             r_seen += rel_hist[d]
+    mask = (1 << _DIST_BITS) - 1
     last = cuts.shape[0] - 1
     last_cut = cuts[last]
+    inner_cut = cuts[last - 1] if last > 0 else 0
     one = np.uint64(1)
-    high = np.uint64(0)
-    low = np.uint64(0)
-    n_last = 0
+    m = 0
     for t in range(n_rec):
-        v = rec[t]
+        v = positions[t]
         d = v & mask
         rank = before[d] + (v >> _DIST_BITS)
-        rel_rank = rel_seen[d] + 1
-        rel_seen[d] = rel_rank
         if rank > last_cut:
+            continue
+        rel_rank = rel_before[d] + np.int64(rel_positions[t])
+        if rank > inner_cut:
+            positions[m] = rank
+            rel_positions[m] = rel_rank
+            m += 1
             continue
         bits = _float_bits(rel_rank / rank)
         significand = (bits & _SIGNIFICAND) | _IMPLICIT_BIT
@@ -787,116 +830,100 @@ def _finish_query(n_rec, rec, hist, rel_hist, cuts, rel_at_cut, acc, off_all, of
         c = 0
         while cuts[c] < rank:
             c += 1
-        if c == last:
-            summed = low + low_add
-            high += high_add + np.uint64(summed < low)
-            low = summed
-            n_last += 1
-        else:
-            summed = acc[c, 1] + low_add
-            acc[c, 0] += high_add + np.uint64(summed < acc[c, 1])
-            acc[c, 1] = summed
-            rel_at_cut[c] += 1
-    summed = acc[last, 1] + low
-    acc[last, 0] += high + np.uint64(summed < acc[last, 1])
-    acc[last, 1] = summed
-    rel_at_cut[last] += n_last
+        summed = acc[c, 1] + low_add
+        acc[c, 0] += high_add + np.uint64(summed < acc[c, 1])
+        acc[c, 1] = summed
+        rel_at_cut[c] += 1
+    for start in range(0, m, _LIMB_TERMS):
+        low32, mid32, high = _limb_sums(positions, rel_positions, start, min(m, start + _LIMB_TERMS))
+        # low32 + mid32 * 2**32 + high * 2**64 as a 128-bit (high, low) pair
+        low = low32 + (mid32 << np.uint64(32))
+        high += (mid32 >> np.uint64(32)) + np.uint64(low < low32)
+        summed = acc[last, 1] + low
+        acc[last, 0] += high + np.uint64(summed < acc[last, 1])
+        acc[last, 1] = summed
+    rel_at_cut[last] += m
 
 
 @functools.cache
-def _rank_kernel(n_words: int, n_label_words: int, single_label: bool):
+def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bool):
     """Compiled pass for codes of ``n_words`` 64-bit words and labels of ``n_label_words`` words.
 
-    Queries are scanned `_GROUP` at a time (slots from `_query_groups`): each database word and label is
-    loaded once for the group, and the group's histograms give the CPU independent chains of increments.
-    In a uniform group (one class) the relevant items are the same for every query, so the relevance test
-    and the record counter are shared by the group; a mixed group tests and counts per query.
+    Queries are scanned `_group_size` at a time (slots from `_query_groups`), so each database word and
+    label is loaded once for the group and the group's histograms give the CPU independent chains of
+    increments. Every item increments its bucket in ``hist``; a relevant one also increments ``rel_hist``
+    and, with ``ranks``, records both counts (its position in its bucket among all and among the relevant
+    items) for `_finish_query`. In a uniform group (one class) relevance is the same for every query, so
+    one well-predicted branch per item skips all of that for the irrelevant ones; a mixed group tests per
+    query and writes without branching (the write of an irrelevant item is overwritten by the next one).
     """
-    group = _GROUP
-    group_words = _GROUP * n_words
-    group_label_words = _GROUP * n_label_words
+    group = _group_size(n_words)
+    group_words = group * n_words
+    group_label_words = group * n_label_words
 
     @numba.njit(cache=True, nogil=True)
     def scan(q_flat, db_words, q_label_flat, db_labels, n_uniform, cuts, off_all, off_rel, given, hist, rel_hist,
-             rel_at_cut, acc, rec_uniform, rec_mixed, before, rel_seen):
+             rel_at_cut, acc, positions, rel_positions, before, rel_before):
         n_db = db_words.shape[0]
-        n_slots = hist.shape[0]
-        for i in range(0, n_slots, group):
+        counts = np.zeros(group, dtype=np.int64)
+        for i in range(0, hist.shape[0], group):
             codes = to_fixed_tuple(q_flat[i * n_words:(i + group) * n_words], group_words)
             labels = to_fixed_tuple(q_label_flat[i * n_label_words:(i + group) * n_label_words], group_label_words)
             h = hist[i:i + group]
+            r = rel_hist[i:i + group]
             if i < n_uniform:
                 label = labels[0]
                 n = 0
                 for j in range(n_db):
-                    for g in range(group):
-                        d = 0
-                        for w in range(n_words):
-                            d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
-                        b = h[g, d] + 1
-                        h[g, d] = b
-                        rec_uniform[g, n] = (b << _DIST_BITS) | d
-                    # Written for every item, kept (n advances) only for relevant ones: no branch to
-                    # mispredict, and n <= min(j, relevant items) keeps the write inside the buffer.
-                    n += np.int64(db_labels[j, 0] == label)
-                for g in range(group):
-                    _finish_query(n, rec_uniform[g], hist[i + g], rel_hist[i + g], cuts, rel_at_cut[i + g], acc[i + g],
-                                  off_all[i + g], off_rel[i + g], given, before, rel_seen)
+                    if db_labels[j, 0] == label:
+                        for g in range(group):
+                            d = 0
+                            for w in range(n_words):
+                                d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
+                            b = h[g, d] + 1
+                            h[g, d] = b
+                            c = r[g, d] + 1
+                            r[g, d] = c
+                            if ranks:
+                                positions[g, n] = (b << _DIST_BITS) | d
+                                rel_positions[g, n] = c
+                        n += 1
+                    else:
+                        for g in range(group):
+                            d = 0
+                            for w in range(n_words):
+                                d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
+                            h[g, d] += 1
+                counts[:] = n
             else:
-                counts = np.zeros(group, dtype=np.int64)
+                counts[:] = 0
                 for j in range(n_db):
                     for g in range(group):
                         d = 0
                         for w in range(n_words):
                             d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
-                        b = h[g, d] + 1
-                        h[g, d] = b
                         if single_label:
                             relevant = labels[g] == db_labels[j, 0]
                         else:
                             relevant = False
                             for w in range(n_label_words):
                                 relevant |= (labels[g * n_label_words + w] & db_labels[j, w]) != 0
-                        n = counts[g]
-                        rec_mixed[g, n] = (b << _DIST_BITS) | d
-                        counts[g] = n + np.int64(relevant)
+                        b = h[g, d] + 1
+                        h[g, d] = b
+                        c = r[g, d] + np.int64(relevant)
+                        r[g, d] = c
+                        if ranks:
+                            n = counts[g]
+                            positions[g, n] = (b << _DIST_BITS) | d
+                            rel_positions[g, n] = c
+                            counts[g] = n + np.int64(relevant)
+            if ranks:
                 for g in range(group):
-                    _finish_query(counts[g], rec_mixed[g], hist[i + g], rel_hist[i + g], cuts, rel_at_cut[i + g],
-                                  acc[i + g], off_all[i + g], off_rel[i + g], given, before, rel_seen)
+                    _finish_query(counts[g], positions[g], rel_positions[g], hist[i + g], rel_hist[i + g], cuts,
+                                  rel_at_cut[i + g], acc[i + g], off_all[i + g], off_rel[i + g], given, before,
+                                  rel_before)
 
     return scan
-
-
-@functools.cache
-def _histogram_kernel(n_words: int, n_label_words: int, single_label: bool):
-    """Distance histograms of all items and of the relevant ones, `_GROUP` queries per pass."""
-    group = _GROUP
-    group_words = _GROUP * n_words
-    group_label_words = _GROUP * n_label_words
-
-    @numba.njit(cache=True, nogil=True)
-    def histograms(q_flat, db_words, q_label_flat, db_labels, hist, rel_hist):
-        n_db = db_words.shape[0]
-        for i in range(0, hist.shape[0], group):
-            codes = to_fixed_tuple(q_flat[i * n_words:(i + group) * n_words], group_words)
-            labels = to_fixed_tuple(q_label_flat[i * n_label_words:(i + group) * n_label_words], group_label_words)
-            h = hist[i:i + group]
-            r = rel_hist[i:i + group]
-            for j in range(n_db):
-                for g in range(group):
-                    d = 0
-                    for w in range(n_words):
-                        d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
-                    if single_label:
-                        relevant = labels[g] == db_labels[j, 0]
-                    else:
-                        relevant = False
-                        for w in range(n_label_words):
-                            relevant |= (labels[g * n_label_words + w] & db_labels[j, w]) != 0
-                    h[g, d] += 1
-                    r[g, d] += np.int64(relevant)
-
-    return histograms
 
 
 @functools.cache

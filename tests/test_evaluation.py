@@ -159,6 +159,28 @@ def test_clustered_64_bits_matches_reference():
     assert_metrics_match(ev.evaluate(q, db, yq, ydb, topk=100), ref_metrics(q, db, yq, ydb, 100))
 
 
+# The scan takes eight queries per pass up to 128 bits and four beyond; queries of one class fill
+# whole groups that share one relevance branch (queries 0-11 share a class here), the rest fill mixed
+# groups whose writes are branch-free. Short tie-heavy codes, every group width and database sizes
+# around the group sizes and the SIMD widths.
+@pytest.mark.parametrize("n_db", [1, 63, 64, 65, 128, 130, 257])
+@pytest.mark.parametrize("n_bits", [3, 64, 128, 129, 192, 256, 300])
+def test_group_widths_and_database_sizes_match_reference(n_db, n_bits):
+    rng = np.random.default_rng(n_db * 1000 + n_bits)
+    q, db, yq, ydb = clustered(rng, 23, n_db, n_bits, 3, flip=0.45)
+    yq[:12] = 1
+    for topk in (1, 50, n_db):
+        assert_metrics_match(ev.evaluate(q, db, yq, ydb, topk=topk), ref_metrics(q, db, yq, ydb, topk))
+
+
+@pytest.mark.parametrize("n_db", [63, 65, 200])
+def test_multi_label_mixed_groups_match_reference(n_db):
+    rng = np.random.default_rng(n_db)
+    q, db = random_codes(rng, 9, 10), random_codes(rng, n_db, 10)   # 10 bits: many ties across blocks
+    yq, ydb = multi_hot(rng, 9, 70, p=0.05), multi_hot(rng, n_db, 70, p=0.05)
+    assert_metrics_match(ev.evaluate(q, db, yq, ydb, topk=40), ref_metrics(q, db, yq, ydb, 40))
+
+
 def test_topk_beyond_database_keeps_key_and_equals_map_all():
     rng = np.random.default_rng(11)
     q, db = random_codes(rng, 10, 6), random_codes(rng, 25, 6)
