@@ -271,9 +271,9 @@ class RunIdentity:
 
 
 # Facts that do not make data different (where files sit, how fast they were computed) and facts that
-# belong to the split; `data_setting` leaves them out.
+# belong to the split (a validation split's parent split included); `data_setting` leaves them out.
 _NOT_SETTING = re.compile(r"(^|\.)(batch_size|device|path|paths|root|data_root|file|source|cache\w*)$")
-SPLIT_FACTS = ("split_digest", "protocol_digest", "split_seed", "fingerprint")
+SPLIT_FACTS = ("split_digest", "protocol_digest", "split_seed", "fingerprint", "validation.of_digest")
 
 
 def data_setting(data: Mapping[str, Any], features: Mapping[str, Any],

@@ -135,3 +135,18 @@ def test_the_validation_switch_is_a_sweep_file_key_and_leaves_other_sweeps_diges
     assert "validation" not in sweep_file_of(plain)
     assert plain.digest() == SweepSpec(methods=("itq",), validation=False).digest()
     assert plain.digest() != SweepSpec(methods=("itq",), validation=True).digest()
+
+
+def test_validation_runs_over_split_seeds_share_one_report_row(tracking_uri, capsys):
+    # Each split seed carves its validation split from another parent split; the parent's digest is a
+    # fact of the split, so the seeds' runs are one configuration averaged in one row.
+    assert main(["run", "--methods", "itq", "--dataset", "digits", "--features", "pixels", "--bits", "16",
+                 "--split-seeds", "0,1", "--validation", "--tracking-uri", tracking_uri]) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("digits/digits-validation")
+    runs = client.search_runs([exp.experiment_id], "tags.`hashbench.kind` = 'run'")
+    assert len(runs) == 2
+    assert len({r.data.params["data.validation.of_digest"] for r in runs}) == 2
+    assert len({r.data.tags["hashbench.row_key"] for r in runs}) == 1
+    assert len([line for line in out.splitlines() if line.startswith("itq")]) == 2  # mAP and time tables
