@@ -339,6 +339,10 @@ class Hasher(TransformerMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- validation
     def _check_side(self, n: int, side: dict[str, Any], *, fitting: bool = False) -> dict[str, np.ndarray]:
+        unknown = sorted(set(side) - set(self.side_inputs))
+        if unknown:
+            reads = f"it reads {', '.join(self.side_inputs)}" if self.side_inputs else "it reads none"
+            raise InputError(f"{self.name} has no side input {', '.join(map(repr, unknown))} ({reads})")
         required = [s for s in self.side_inputs if fitting or s not in self.fit_only_side_inputs]
         missing = [s for s in required if side.get(s) is None]
         if missing:

@@ -390,3 +390,15 @@ def test_validate_params_needs_neither_data_nor_torch():
         "bad = [m for m in ('torch', 'torch_geometric') if m in sys.modules]; assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.mark.parametrize("name", ["itq", "lagnh", "cibhash"])
+def test_a_side_input_the_method_does_not_read_is_refused_by_name(name):
+    # A misspelt or foreign side input used to reach _fit/_project as an unexpected keyword (TypeError).
+    from hashbench.methods import InputError, get_method
+
+    cls = get_method(name)
+    X = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
+    reads = f"it reads {', '.join(cls.side_inputs)}" if cls.side_inputs else "it reads none"
+    with pytest.raises(InputError, match=rf"^{name} has no side input 'captions' \({reads}\)$"):
+        cls(8).fit(X, captions=np.zeros((20, 3)))

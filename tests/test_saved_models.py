@@ -183,6 +183,8 @@ def test_search_errors_are_one_line_with_status_2(tmp_path, tracking_uri, data_h
         (["--run", kept.info.run_id, "--query", str(tmp_path / "wide.npy")], "X has 65 features"),
         (["--run", kept.info.run_id, "--query", q, "--k", "0"], "--k must be a positive integer"),
         (["--run", kept.info.run_id, "--query", q, "--side", "tags"], "--side expects NAME=FILE.npy"),
+        (["--run", kept.info.run_id, "--query", q, "--side", f"tags={q}"],
+         "itq has no side input 'tags' (it reads none)"),
     ]
     for args, message in cases:
         capsys.readouterr()
