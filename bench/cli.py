@@ -16,7 +16,8 @@ from typing import Callable
 from bench.errors import USER_ERRORS, UsageError
 
 DEFAULT_DATASET = "fashion-mnist"
-URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+URI_HELP = ("MLflow tracking URI, or a sqlite file path ending in .db (default: $MLFLOW_TRACKING_URI, "
+            "else ./mlflow.db)")
 
 EXAMPLES = {
     "run": """examples:

@@ -56,12 +56,29 @@ HTTP_PROBE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKO
 QUIET_DEFAULTS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (sqlite)."""
+    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (sqlite).
+
+    A plain path ending in ``.db``, ``.sqlite`` or ``.sqlite3`` means that sqlite file (relative to the
+    working folder), as the default does.
+
+    Raises:
+        UsageError: any other plain path. MLflow would take it for its folder store, which MLflow 3
+            keeps in maintenance mode and refuses here with a message about migrating; a ``file:`` URI
+            still reaches MLflow as given.
+    """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        uri = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return uri
+        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    if "://" in uri or uri.startswith(("file:", "databricks")):
+        return uri
+    if uri.lower().endswith(SQLITE_SUFFIXES):
+        return f"sqlite:///{Path(uri).expanduser().resolve()}"
+    raise UsageError(f"tracking URI {uri!r} is a plain path: give a sqlite file ending in .db (e.g. {uri}.db or "
+                     "sqlite:///path/to/mlflow.db) or a tracking server (http://host:5000)")
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -177,6 +177,24 @@ def test_report_on_empty_store_is_a_clear_error(tracking_uri, capsys):
     assert "no finished runs" in capsys.readouterr().err
 
 
+def test_a_plain_db_path_is_a_sqlite_store_and_other_plain_paths_are_refused(tmp_path, monkeypatch, capsys):
+    # MLflow takes a plain path for its folder store, which MLflow 3 refuses with a migration notice.
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--methods", "lsh", "--dataset", "digits", "--features", "pixels", "--bits", "8", "-q",
+                 "--tracking-uri", "store.db"]) == 0
+    assert (tmp_path / "store.db").is_file() and (tmp_path / "mlartifacts").is_dir()
+    assert len(_finished_runs("store.db")) == 1
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "store.db"))
+    capsys.readouterr()
+    assert main(["report"]) == 0 and "lsh" in capsys.readouterr().out
+    for plain in ("mlruns", str(tmp_path / "folder")):
+        assert main(["report", "--tracking-uri", plain]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [f"error: tracking URI {plain!r} is a plain path: give a sqlite file "
+                                            f"ending in .db (e.g. {plain}.db or sqlite:///path/to/mlflow.db) or a "
+                                            "tracking server (http://host:5000)"]
+
+
 def test_list_shows_the_shallow_baselines(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
