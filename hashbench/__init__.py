@@ -27,7 +27,7 @@ def run_sweep(methods, *, dataset: str = "fashion-mnist", bits=(16, 32, 64, 128)
     `bench.runner.SweepResult` whose `.frame()` is a pandas DataFrame with a row per run.
 
     ``methods``: names (``["lagnh", "itq"]`` or ``"lagnh,itq"``); ``bits``: code lengths (1..1024);
-    ``seeds``: integers >= 0; ``params``: hyper-parameters per method (``{"lagnh": {"epochs": 20}}``);
+    ``seeds``: integers >= 0 (``bits``, ``seeds`` and ``split_seeds`` also as one integer or ``"16,32"``); ``params``: hyper-parameters per method (``{"lagnh": {"epochs": 20}}``);
     ``grid``: per-method lists, every combination a configuration (``{"itq": {"n_iter": [10, 50]}}``);
     ``save_models``: keep each run's fitted hasher and database codes (``--no-save-models`` is False);
     ``threads``: one thread count for every library (default: the machine's cores), recorded as
@@ -42,15 +42,23 @@ def run_sweep(methods, *, dataset: str = "fashion-mnist", bits=(16, 32, 64, 128)
     what was open.
     """
     from bench.runner import run_sweep as _run
-    from bench.sweep import build_spec
+    from bench.sweep import build_spec, parse_int_list
+
+    def integers(value, what):
+        # As on the command line: "16,32" and 16 as well as [16, 32].
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return parse_int_list(value, what)
+        return (value,) if isinstance(value, int) else tuple(value)
 
     spec = build_spec(flags={
-        "methods": methods, "dataset": dataset, "bits": tuple(bits) if not isinstance(bits, int) else (bits,),
-        "seeds": tuple(seeds) if not isinstance(seeds, int) else (seeds,), "protocol": protocol,
+        "methods": methods, "dataset": dataset, "bits": integers(bits, "bits"), "seeds": integers(seeds, "seeds"),
+        "protocol": protocol,
         "features": features, "params": params, "data_root": data_root, "data_options": data_options,
         "feature_options": feature_options, "side_options": side_options, "metric": metric, "force": force,
         "allow_query_overlap": allow_query_overlap, "save_models": save_models, "validation": validation,
-        "split_seeds": split_seeds},
+        "split_seeds": integers(split_seeds, "split_seeds")},
         file={"grid": grid} if grid else None)
     return _run(spec, tracking_uri=tracking_uri, threads=threads, progress=(lambda message: None) if quiet else None,
                 executor=executor, ray_address=ray_address)

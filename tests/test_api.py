@@ -68,3 +68,14 @@ def test_run_sweep_takes_the_validation_split_and_the_executor_as_the_cli_does(t
     with pytest.raises(UsageError, match="--ray-address is read by --executor ray only"):
         hashbench.run_sweep(["itq"], dataset="digits", features="pixels", bits=8, ray_address="127.0.0.1:1",
                             tracking_uri=tracking_uri)
+
+
+def test_run_sweep_takes_comma_separated_integers_as_the_cli_does(tracking_uri):
+    from bench.errors import UsageError
+
+    result = hashbench.run_sweep("lsh", dataset="digits", features="pixels", bits="8,16", seeds="0,1",
+                                 split_seeds="0", tracking_uri=tracking_uri, quiet=True)
+    frame = result.frame()
+    assert sorted(zip(frame["n_bits"], frame["seed"])) == [(8, 0), (8, 1), (16, 0), (16, 1)]
+    with pytest.raises(UsageError, match=r"bits must be comma-separated integers, got '8,x'"):
+        hashbench.run_sweep("lsh", dataset="digits", features="pixels", bits="8,x", tracking_uri=tracking_uri)
