@@ -573,7 +573,10 @@ def _cmd_tune(args) -> int:
                     fixed=parse_overrides(args.param) or {})
     tunings = tune_methods(spec, tracking_uri=args.tracking_uri, threads=parse_threads(args.threads),
                            ray_address=args.ray_address, say=_stderr(args))
-    write_sweep_file(spec, tunings, args.output)
+    from bench.tracking import absolute_tracking_uri
+
+    write_sweep_file(spec, tunings, args.output,
+                     tracking_uri=absolute_tracking_uri(args.tracking_uri) if args.tracking_uri else None)
     print(f"validation split of {spec.dataset}, {spec.bits} bits, seed {spec.seed}: defaults vs chosen")
     for t in tunings:
         best = t.best

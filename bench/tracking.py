@@ -81,6 +81,15 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
                      "sqlite:///path/to/mlflow.db) or a tracking server (http://host:5000)")
 
 
+def absolute_tracking_uri(uri: str | None = None) -> str:
+    """`resolve_tracking_uri` with a sqlite file's path made absolute, so the URI names the same store
+    from any folder (Ray's workers run in folders of their own; a sweep file may be run from elsewhere)."""
+    uri = resolve_tracking_uri(uri)
+    if (path := sqlite_path(uri)) is not None and not path.is_absolute():
+        uri = f"sqlite:///{path.resolve()}"
+    return uri
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, else None."""
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None

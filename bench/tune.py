@@ -155,13 +155,10 @@ def tune_methods(spec: TuneSpec, *, tracking_uri: str | None = None, threads: in
         UsageError: an unknown method, a budget or setting the sweep refuses, Ray missing or unreachable.
     """
     from bench.sweep import validate
-    from bench.tracking import resolve_tracking_uri, sqlite_path
+    from bench.tracking import absolute_tracking_uri
     from hashbench.methods import get_method
 
-    # Trials run in Ray's worker processes, in folders of their own: a relative store must be made absolute.
-    tracking_uri = resolve_tracking_uri(tracking_uri)
-    if (path := sqlite_path(tracking_uri)) is not None and not path.is_absolute():
-        tracking_uri = f"sqlite:///{path.resolve()}"
+    tracking_uri = absolute_tracking_uri(tracking_uri)  # trials run in Ray's workers, in folders of their own
 
     for method in spec.methods:  # every user error before anything runs
         validate(validation_sweep(spec, method, {}))
@@ -262,10 +259,12 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def write_sweep_file(spec: TuneSpec, tunings: list[MethodTuning], path: str) -> None:
+def write_sweep_file(spec: TuneSpec, tunings: list[MethodTuning], path: str, tracking_uri: str | None = None) -> None:
     """Write the chosen configurations as a sweep file for ``python -m bench run --config``: the methods,
-    dataset, protocol, features and code length of the tune, and each method's chosen hyper-parameters
-    (``params``; the fixed ones included), headed by comments giving each method's validation scores."""
+    dataset, protocol, features and code length of the tune, each method's chosen hyper-parameters
+    (``params``; the fixed ones included) and, when given, the store the trials went to (``tracking_uri``,
+    so the protocol's runs land beside them; ``--tracking-uri`` on ``run`` overrides it), headed by
+    comments giving each method's validation scores."""
     import yaml
 
     params = {}
@@ -280,6 +279,8 @@ def write_sweep_file(spec: TuneSpec, tunings: list[MethodTuning], path: str) -> 
             body[key] = getattr(spec, key)
     if params:
         body["params"] = params
+    if tracking_uri is not None:
+        body["tracking_uri"] = tracking_uri
     lines = [f"# Chosen by python -m bench tune on the validation split of {spec.dataset} ({spec.budget} per method,",
              "# seed {}, {} bits); validation scores, defaults -> chosen:".format(spec.seed, spec.bits)]
     for t in tunings:

@@ -107,6 +107,7 @@ def test_a_tune_scores_only_the_validation_split_and_writes_a_runnable_sweep_fil
     assert not spec.validation  # the chosen settings are for the protocol's run
     text = out.read_text()
     assert "map_at_90" in text and yaml.safe_load(text)["features"] == "pixels"
+    assert yaml.safe_load(text)["tracking_uri"] == tracking_uri  # the protocol's runs land beside the trials
     chosen = spec.overrides.get("itq", {})
     scores = {r.data.params.get("hp.n_iter"): r.data.metrics["map_at_90"] for r in itq}
     best = max(scores.values())
