@@ -416,7 +416,7 @@ def _write(path: str, text: str, flag: str) -> None:
 
 def _load(args):
     """The runs a report or plot reads, and the tracker, checked; the store is opened read-only. A
-    ``--metric`` must be recorded by every experiment shown."""
+    ``--metric`` must be recorded, and a ``--bits`` code length run, in every experiment shown."""
     from bench.report import load_runs
     from bench.tracking import Tracker
 
@@ -429,6 +429,12 @@ def _load(args):
                 recorded = sorted(c for c in part.columns if part[c].dtype.kind == "f" and c != "start_time"
                                   and part[c].notna().any())
                 raise UsageError(f"metric {metric!r} was not recorded in {exp}; recorded metrics: {', '.join(recorded)}")
+    bits = getattr(args, "bits", None)
+    if bits is not None:
+        for exp, part in frame.groupby("experiment"):
+            if bits not in set(part["n_bits"]):
+                lengths = ", ".join(str(b) for b in sorted(set(part["n_bits"])))
+                raise UsageError(f"no runs at {bits} bits in {exp}; recorded code lengths: {lengths}")
     return frame, tracker
 
 

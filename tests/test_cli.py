@@ -195,6 +195,27 @@ def test_a_plain_db_path_is_a_sqlite_store_and_other_plain_paths_are_refused(tmp
                                             "tracking server (http://host:5000)"]
 
 
+def test_report_plot_and_compare_refuse_a_code_length_or_metric_never_recorded(tracking_uri, tmp_path, capsys):
+    # `report --bits 999 --tables all` printed an empty efficiency table and exited 0.
+    assert main(["run", "--methods", "lsh,itq", "--dataset", "digits", "--features", "pixels", "--bits", "8,16",
+                 "-q", "--tracking-uri", tracking_uri]) == 0
+    cases = [
+        (["report", "--bits", "999", "--tables", "all"], "no runs at 999 bits in digits/digits; recorded code "
+                                                         "lengths: 8, 16"),
+        (["report", "--bits", "32", "--output-dir", str(tmp_path / "r")], "no runs at 32 bits in digits/digits"),
+        (["plot", "--bits", "12", "--output", str(tmp_path / "p.png")], "no runs at 12 bits in digits/digits"),
+        (["compare", "lsh", "itq", "--bits", "64", "--experiment", "digits/digits"], "no runs at 64 bits in digits/digits"),
+        (["report", "--metric", "nosuch"], "metric 'nosuch' was not recorded in digits/digits; recorded metrics:"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main([*args, "--tracking-uri", tracking_uri]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "p.png").exists()
+    assert main(["report", "--bits", "16", "--tables", "all", "--tracking-uri", tracking_uri]) == 0
+
+
 def test_list_shows_the_shallow_baselines(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
