@@ -64,6 +64,8 @@ _MAX_CODE_BYTES = ((1 << _DIST_BITS) - 1) // 8
 _GROUP = 8
 _GROUP_WIDE = 4
 _GROUP_MAX_WORDS = 2
+# Database items between two updates of a query's pruning radius (see `_scan_kernel`).
+_BOUND_EVERY = 4096
 # Exact sums: each term in (0, 1] is added as the integer term * 2**92 to a 128-bit accumulator; for
 # terms of at least 2**-39 (ranks below 2**39) the scaled float64 is an integer, so no bit is lost.
 _FIXED_POINT_BITS = 92
@@ -76,7 +78,7 @@ _HARMONIC_DIRECT = 64
 # Public API
 # --------------------------------------------------------------------------------------------------
 def evaluate(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
-             db_labels: np.ndarray, *, topk: int = 1000) -> dict[str, float]:
+             db_labels: np.ndarray, *, topk: int = 1000, map_all: bool = True) -> dict[str, float]:
     """Score a Hamming ranking: mAP@K, mAP@all, tie-aware mAP, P@K and precision/recall within radius 2.
 
     With :math:`K = \\min(\\mathrm{topk}, N)` for a database of :math:`N` codes, per query:
@@ -98,20 +100,29 @@ def evaluate(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.nda
         query_labels: ``(Q,)`` integer class ids or ``(Q, C)`` multi-hot 0/1.
         db_labels: ``(N,)`` or ``(N, C)``, the same kind as ``query_labels``.
         topk: the cut :math:`K` of mAP@K and P@K.
+        map_all: also compute ``map_all``, which needs the rank of every relevant item: the pass keeps
+            one record per relevant item, so its memory and time grow with the database. ``False``
+            returns the other five metrics, equal to the last bit, and records only the items that can
+            still reach the top :math:`K` (for large databases several times faster).
 
     Returns:
         A dict of float metrics whose keys are valid MLflow metric names.
+
+    Raises:
+        ValueError: codes that are not packed ``uint8`` of one width, labels of the wrong shape or kind,
+            ``topk`` not a positive integer, ``map_all`` not a bool.
     """
     topk = _check_positive_int(topk, "topk")
+    map_all = _check_bool(map_all, "map_all")
     data = _prepare(query_codes, db_codes, query_labels, db_labels)
     k = min(topk, data.n_db)
-    return _metrics(_scan(data, np.array([k, data.n_db], dtype=np.int64)), topk, k)
+    return _metrics(_scan(data, _cuts(k, data.n_db, map_all)), topk, k)
 
 
 def evaluate_sharded(query_codes: np.ndarray, query_labels: np.ndarray,
                      shards: Sequence[tuple[np.ndarray | str | os.PathLike, np.ndarray]], *, topk: int = 1000,
-                     map_fn: Callable[[Callable[[Any], Any], list], Iterable[Any]] | None = None
-                     ) -> dict[str, float]:
+                     map_fn: Callable[[Callable[[Any], Any], list], Iterable[Any]] | None = None,
+                     map_all: bool = True) -> dict[str, float]:
     """`evaluate` over a database given as shards in index order, equal to one pass bit for bit.
 
     The database is the concatenation of the shards in the order given (so the stable tie-break by
@@ -133,6 +144,7 @@ def evaluate_sharded(query_codes: np.ndarray, query_labels: np.ndarray,
             ``(N_s, C)``, the same kind as ``query_labels``.
         topk: the cut :math:`K` of mAP@K and P@K, with :math:`K = \\min(\\mathrm{topk}, \\sum_s N_s)`.
         map_fn: ``map_fn(function, items)`` returning ``[function(item) for item in items]`` in order.
+        map_all: as in `evaluate`.
 
     Returns:
         The dict of `evaluate`.
@@ -142,21 +154,29 @@ def evaluate_sharded(query_codes: np.ndarray, query_labels: np.ndarray,
             of `evaluate` (named after the shard), or ``map_fn`` returning the wrong number of results.
     """
     topk = _check_positive_int(topk, "topk")
+    map_all = _check_bool(map_all, "map_all")
     query, tasks = _prepare_shards(query_codes, query_labels, shards)
     n_db = sum(task.n_items for task in tasks)
     k = min(topk, n_db)
-    scan = _scan_shards(query, tasks, np.array([k, n_db], dtype=np.int64), map_fn)
+    scan = _scan_shards(query, tasks, _cuts(k, n_db, map_all), map_fn)
     return _metrics(scan, topk, k)
 
 
+def _cuts(k: int, n_db: int, map_all: bool) -> np.ndarray:
+    return np.array([k, n_db] if map_all else [k], dtype=np.int64)
+
+
 def _metrics(scan: "_Scan", topk: int, k: int) -> dict[str, float]:
-    rel_k, rel_all = scan.rel_at_cut[:, 0], scan.rel_at_cut[:, 1]
+    """The metrics of `evaluate`; ``map_all`` when the scan had the whole database as its second cut."""
+    rel_k = scan.rel_at_cut[:, 0]
+    rel_all = scan.rel_hist.sum(axis=1)
     within2 = np.minimum(2, scan.hist.shape[1] - 1)
     retrieved_r2 = scan.hist[:, : within2 + 1].sum(axis=1)
     relevant_r2 = scan.rel_hist[:, : within2 + 1].sum(axis=1)
+    everything = {"map_all": _mean_ratio(scan.prec_sum_at_cut[:, 1], rel_all)} if scan.rel_at_cut.shape[1] > 1 else {}
     return {
         f"map_at_{topk}": _mean_ratio(scan.prec_sum_at_cut[:, 0], rel_k),
-        "map_all": _mean_ratio(scan.prec_sum_at_cut[:, 1], rel_all),
+        **everything,
         "map_tie_aware": float(np.mean(_tie_aware_ap(scan.hist, scan.rel_hist))),
         f"precision_at_{topk}": float(np.mean(rel_k / k)),
         "precision_r2": _mean_ratio(relevant_r2, retrieved_r2),
@@ -402,6 +422,12 @@ def _multi_hot_words(labels: np.ndarray, name: str) -> np.ndarray:
     return packed.view(np.uint64)
 
 
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -512,6 +538,16 @@ def _rank_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db
     # Work buffers come from numpy rather than from inside the kernel so that tracemalloc sees them:
     # per query of a group, each relevant item's position in its bucket among all items (with its
     # distance) and among the relevant items.
+    # The pruning radius of each query: items farther away cannot reach the last cut, so they are not
+    # recorded. Given offsets (a shard), it is the largest distance whose items can still rank within
+    # the cut in the whole database; in one pass it starts at the largest distance and the kernel
+    # narrows it as the histogram fills.
+    adapt = False
+    bound = np.full(n_slots, n_buckets - 1, dtype=np.int64)
+    if cuts.size and given:
+        bound = np.count_nonzero(off_all < cuts[-1], axis=1) - 1
+    elif cuts.size and cuts[-1] < db_words.shape[0]:
+        adapt = True
     rows = _record_slots(q_labels, db_labels, single_label)
     positions = np.empty((group, rows), dtype=np.int64)
     rel_positions = np.empty((group, rows), dtype=np.uint32 if db_words.shape[0] < 1 << 32 else np.int64)
@@ -520,7 +556,7 @@ def _rank_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db
     _scan_kernel(n_words, q_labels.shape[1], single_label, True)(
         np.ascontiguousarray(q_words[slots]).ravel(), db_words, np.ascontiguousarray(q_labels[slots]).ravel(),
         db_labels, n_uniform, np.ascontiguousarray(cuts, dtype=np.int64), off_all, off_rel, given, hist, rel_hist,
-        rel_at_cut, acc, positions, rel_positions, before, rel_before)
+        rel_at_cut, acc, positions, rel_positions, before, rel_before, bound, adapt)
     # Padding slots repeat a query already scanned; the first slot of each query is kept.
     first = np.unique(slots, return_index=True)[1]
     back = first[np.argsort(slots[first])]
@@ -538,7 +574,7 @@ def _histogram_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: boo
     _scan_kernel(n_words, q_labels.shape[1], single_label, False)(
         np.ascontiguousarray(q_words[slots]).ravel(), db_words, np.ascontiguousarray(q_labels[slots]).ravel(),
         db_labels, n_uniform, np.zeros(0, np.int64), unused, unused, False, hist, rel_hist, unused,
-        np.zeros((1, 1, 2), dtype=np.uint64), unused, unused, unused[0], unused[0])
+        np.zeros((1, 1, 2), dtype=np.uint64), unused, unused, unused[0], unused[0], unused[0], False)
     first = np.unique(slots, return_index=True)[1]
     back = first[np.argsort(slots[first])]
     return hist[back], rel_hist[back]
@@ -856,6 +892,13 @@ def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bo
     items) for `_finish_query`. In a uniform group (one class) relevance is the same for every query, so
     one well-predicted branch per item skips all of that for the irrelevant ones; a mixed group tests per
     query and writes without branching (the write of an irrelevant item is overwritten by the next one).
+
+    Pruning. Only items that can rank within the last cut need a record. ``bound`` holds each query's
+    radius: an item farther away is counted in the histograms but not recorded. A shard's radius comes
+    from the global offsets and is fixed; with ``adapt`` (one pass, last cut below the database size) it
+    starts at the largest distance and, every `_BOUND_EVERY` items, shrinks to the smallest distance
+    whose running count already reaches the last cut: every later item farther away has at least that
+    many items ranked before it. With the whole database as the last cut (``map_all``) nothing is pruned.
     """
     group = _group_size(n_words)
     group_words = group * n_words
@@ -863,7 +906,7 @@ def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bo
 
     @numba.njit(cache=True, nogil=True)
     def scan(q_flat, db_words, q_label_flat, db_labels, n_uniform, cuts, off_all, off_rel, given, hist, rel_hist,
-             rel_at_cut, acc, positions, rel_positions, before, rel_before):
+             rel_at_cut, acc, positions, rel_positions, before, rel_before, bound, adapt):
         n_db = db_words.shape[0]
         counts = np.zeros(group, dtype=np.int64)
         for i in range(0, hist.shape[0], group):
@@ -871,52 +914,65 @@ def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bo
             labels = to_fixed_tuple(q_label_flat[i * n_label_words:(i + group) * n_label_words], group_label_words)
             h = hist[i:i + group]
             r = rel_hist[i:i + group]
-            if i < n_uniform:
-                label = labels[0]
-                n = 0
-                for j in range(n_db):
-                    if db_labels[j, 0] == label:
+            radius = bound[i:i + group] if ranks else bound[:1]
+            counts[:] = 0
+            for start in range(0, n_db, _BOUND_EVERY):
+                stop = min(n_db, start + _BOUND_EVERY)
+                if i < n_uniform:
+                    label = labels[0]
+                    for j in range(start, stop):
+                        if db_labels[j, 0] == label:
+                            for g in range(group):
+                                d = 0
+                                for w in range(n_words):
+                                    d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
+                                b = h[g, d] + 1
+                                h[g, d] = b
+                                c = r[g, d] + 1
+                                r[g, d] = c
+                                if ranks and d <= radius[g]:
+                                    n = counts[g]
+                                    positions[g, n] = (b << _DIST_BITS) | d
+                                    rel_positions[g, n] = c
+                                    counts[g] = n + 1
+                        else:
+                            for g in range(group):
+                                d = 0
+                                for w in range(n_words):
+                                    d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
+                                h[g, d] += 1
+                else:
+                    for j in range(start, stop):
                         for g in range(group):
                             d = 0
                             for w in range(n_words):
                                 d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
+                            if single_label:
+                                relevant = labels[g] == db_labels[j, 0]
+                            else:
+                                relevant = False
+                                for w in range(n_label_words):
+                                    relevant |= (labels[g * n_label_words + w] & db_labels[j, w]) != 0
                             b = h[g, d] + 1
                             h[g, d] = b
-                            c = r[g, d] + 1
+                            c = r[g, d] + np.int64(relevant)
                             r[g, d] = c
                             if ranks:
+                                n = counts[g]
                                 positions[g, n] = (b << _DIST_BITS) | d
                                 rel_positions[g, n] = c
-                        n += 1
-                    else:
-                        for g in range(group):
-                            d = 0
-                            for w in range(n_words):
-                                d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
-                            h[g, d] += 1
-                counts[:] = n
-            else:
-                counts[:] = 0
-                for j in range(n_db):
+                                counts[g] = n + np.int64(relevant and d <= radius[g])
+                if adapt:
+                    # The items seen so far already fill the last cut up to this distance, so a later
+                    # item farther away ranks below the cut whatever comes after it.
+                    last_cut = cuts[cuts.shape[0] - 1]
                     for g in range(group):
-                        d = 0
-                        for w in range(n_words):
-                            d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
-                        if single_label:
-                            relevant = labels[g] == db_labels[j, 0]
-                        else:
-                            relevant = False
-                            for w in range(n_label_words):
-                                relevant |= (labels[g * n_label_words + w] & db_labels[j, w]) != 0
-                        b = h[g, d] + 1
-                        h[g, d] = b
-                        c = r[g, d] + np.int64(relevant)
-                        r[g, d] = c
-                        if ranks:
-                            n = counts[g]
-                            positions[g, n] = (b << _DIST_BITS) | d
-                            rel_positions[g, n] = c
-                            counts[g] = n + np.int64(relevant)
+                        seen = 0
+                        for d in range(radius[g] + 1):
+                            seen += h[g, d]
+                            if seen >= last_cut:
+                                radius[g] = d
+                                break
             if ranks:
                 for g in range(group):
                     _finish_query(counts[g], positions[g], rel_positions[g], hist[i + g], rel_hist[i + g], cuts,

@@ -181,6 +181,33 @@ def test_multi_label_mixed_groups_match_reference(n_db):
     assert_metrics_match(ev.evaluate(q, db, yq, ydb, topk=40), ref_metrics(q, db, yq, ydb, 40))
 
 
+# Without map_all the pass records only the items that can still reach the top K: each query's radius
+# narrows every 4,096 database items as its histogram fills. Databases of several such stretches, small
+# and large K, long tie runs (6 bits), uniform and mixed groups, multi-label rows.
+@pytest.mark.parametrize("n_bits", [6, 64, 200])
+def test_without_map_all_the_pruned_pass_equals_the_full_one_and_the_reference(n_bits):
+    rng = np.random.default_rng(n_bits)
+    n_db = 3 * 4096 + 17
+    q, db, yq, ydb = clustered(rng, 21, n_db, n_bits, 3, flip=0.3)
+    yq[:9] = 0
+    for topk in (1, 37, 5000, n_db):
+        full = ev.evaluate(q, db, yq, ydb, topk=topk)
+        pruned = ev.evaluate(q, db, yq, ydb, topk=topk, map_all=False)
+        assert pruned == {k: v for k, v in full.items() if k != "map_all"}, topk
+        assert_metrics_match(full, ref_metrics(q, db, yq, ydb, topk))
+    yq_multi, ydb_multi = multi_hot(rng, 21, 9, p=0.2), multi_hot(rng, n_db, 9, p=0.2)
+    full = ev.evaluate(q, db, yq_multi, ydb_multi, topk=50)
+    assert ev.evaluate(q, db, yq_multi, ydb_multi, topk=50, map_all=False) == {
+        k: v for k, v in full.items() if k != "map_all"}
+    assert_metrics_match(full, ref_metrics(q, db, yq_multi, ydb_multi, 50))
+
+
+def test_map_all_must_be_a_bool():
+    q = np.zeros((2, 1), np.uint8)
+    with pytest.raises(ValueError, match="map_all must be True or False, got 'no'"):
+        ev.evaluate(q, q, np.zeros(2, int), np.zeros(2, int), map_all="no")
+
+
 def test_topk_beyond_database_keeps_key_and_equals_map_all():
     rng = np.random.default_rng(11)
     q, db = random_codes(rng, 10, 6), random_codes(rng, 25, 6)

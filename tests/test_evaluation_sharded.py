@@ -50,6 +50,19 @@ def test_multi_label_tie_heavy_shards_equal_one_pass(n_bits, n_labels):
     assert ev.evaluate_sharded(q, yq, shards, topk=40) == want
 
 
+@pytest.mark.parametrize("topk", [1, 30, 2000])
+def test_without_map_all_shards_equal_one_pass(topk):
+    # The second scan of each shard prunes by the global offsets: an item whose distance already has
+    # topk items before it in the whole database is not recorded.
+    q, db, yq, ydb = tie_heavy(topk, 19, 9000)
+    want = ev.evaluate(q, db, yq, ydb, topk=topk, map_all=False)
+    assert "map_all" not in want
+    shards = [(db[a:b], ydb[a:b]) for a, b in split(9000, [1, 4500, 3, 4096, 400])]
+    assert ev.evaluate_sharded(q, yq, shards, topk=topk, map_all=False) == want
+    full = ev.evaluate_sharded(q, yq, shards, topk=topk)
+    assert {k: v for k, v in full.items() if k != "map_all"} == want
+
+
 def test_every_split_point_of_a_small_database():
     q, db, yq, ydb = tie_heavy(3, 9, 30, n_bits=4)
     want = ev.evaluate(q, db, yq, ydb, topk=7)
