@@ -50,7 +50,7 @@ def test_multi_label_tie_heavy_shards_equal_one_pass(n_bits, n_labels):
     assert ev.evaluate_sharded(q, yq, shards, topk=40) == want
 
 
-@pytest.mark.parametrize("topk", [1, 30, 2000])
+@pytest.mark.parametrize("topk", [1, 30, 2000, 8999])
 def test_without_map_all_shards_equal_one_pass(topk):
     # The second scan of each shard prunes by the global offsets: an item whose distance already has
     # topk items before it in the whole database is not recorded.
