@@ -553,7 +553,9 @@ def _rank_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db
     rel_positions = np.empty((group, rows), dtype=np.uint32 if db_words.shape[0] < 1 << 32 else np.int64)
     before = np.empty(n_buckets, dtype=np.int64)
     rel_before = np.empty(n_buckets, dtype=np.int64)
-    _scan_kernel(n_words, q_labels.shape[1], single_label, True)(
+    # A pass with nothing to prune (the whole database as the last cut) runs without the radius tests.
+    prune = adapt or bool((bound < n_buckets - 1).any())
+    _scan_kernel(n_words, q_labels.shape[1], single_label, True, prune)(
         np.ascontiguousarray(q_words[slots]).ravel(), db_words, np.ascontiguousarray(q_labels[slots]).ravel(),
         db_labels, n_uniform, np.ascontiguousarray(cuts, dtype=np.int64), off_all, off_rel, given, hist, rel_hist,
         rel_at_cut, acc, positions, rel_positions, before, rel_before, bound, adapt)
@@ -882,7 +884,7 @@ def _finish_query(n_rec, positions, rel_positions, hist, rel_hist, cuts, rel_at_
 
 
 @functools.cache
-def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bool):
+def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bool, prune: bool = False):
     """Compiled pass for codes of ``n_words`` 64-bit words and labels of ``n_label_words`` words.
 
     Queries are scanned `_group_size` at a time (slots from `_query_groups`), so each database word and
@@ -898,7 +900,8 @@ def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bo
     from the global offsets and is fixed; with ``adapt`` (one pass, last cut below the database size) it
     starts at the largest distance and, every `_BOUND_EVERY` items, shrinks to the smallest distance
     whose running count already reaches the last cut: every later item farther away has at least that
-    many items ranked before it. With the whole database as the last cut (``map_all``) nothing is pruned.
+    many items ranked before it. With the whole database as the last cut (``map_all``) nothing is pruned,
+    and the kernel is compiled without the radius tests (``prune=False``).
     """
     group = _group_size(n_words)
     group_words = group * n_words
@@ -916,10 +919,12 @@ def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bo
             r = rel_hist[i:i + group]
             radius = bound[i:i + group] if ranks else bound[:1]
             counts[:] = 0
-            for start in range(0, n_db, _BOUND_EVERY):
-                stop = min(n_db, start + _BOUND_EVERY)
+            step = _BOUND_EVERY if prune else max(1, n_db)
+            for start in range(0, n_db, step):
+                stop = min(n_db, start + step)
                 if i < n_uniform:
                     label = labels[0]
+                    shared = counts[0]  # without pruning every query of the group records the same items
                     for j in range(start, stop):
                         if db_labels[j, 0] == label:
                             for g in range(group):
@@ -930,17 +935,23 @@ def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bo
                                 h[g, d] = b
                                 c = r[g, d] + 1
                                 r[g, d] = c
-                                if ranks and d <= radius[g]:
+                                if ranks and not prune:
+                                    positions[g, shared] = (b << _DIST_BITS) | d
+                                    rel_positions[g, shared] = c
+                                elif ranks and d <= radius[g]:
                                     n = counts[g]
                                     positions[g, n] = (b << _DIST_BITS) | d
                                     rel_positions[g, n] = c
                                     counts[g] = n + 1
+                            shared += 1
                         else:
                             for g in range(group):
                                 d = 0
                                 for w in range(n_words):
                                     d += _popcount64(codes[g * n_words + w] ^ db_words[j, w])
                                 h[g, d] += 1
+                    if not prune:
+                        counts[:] = shared
                 else:
                     for j in range(start, stop):
                         for g in range(group):
@@ -961,8 +972,8 @@ def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bo
                                 n = counts[g]
                                 positions[g, n] = (b << _DIST_BITS) | d
                                 rel_positions[g, n] = c
-                                counts[g] = n + np.int64(relevant and d <= radius[g])
-                if adapt:
+                                counts[g] = n + np.int64(relevant and (not prune or d <= radius[g]))
+                if prune and adapt:
                     # The items seen so far already fill the last cut up to this distance, so a later
                     # item farther away ranks below the cut whatever comes after it.
                     last_cut = cuts[cuts.shape[0] - 1]
