@@ -20,14 +20,17 @@ Every sweep computes on one thread (`THREADS`: features, side inputs, training, 
 not depend on the machine's core count. They do depend on the CPU's instruction set: torch, ONNX Runtime
 and the BLAS pick their kernels by it, and thousands of float32 training steps turn a last-bit difference
 into another model. So each file records the machine it was computed on (`machine`: torch's CPU
-capability and the CPU's vector extensions), and the test suite compares a machine-bound sweep
-(``cifar10-ci``; the shallow numpy methods of ``digits-shallow`` reproduce across CPUs) only on a machine
-of the same kind; on another it skips, naming both, and ``python -m bench reference --update`` there makes the
-reference of that kind. The package versions are pinned by ``constraints.txt``.
+capability and the CPU's vector extensions), and a machine-bound sweep (``cifar10-ci``; the shallow numpy
+methods of ``digits-shallow`` reproduce across CPUs) keeps one file per kind of CPU,
+``<sweep>.<kind>.json`` with ``<kind>`` from `machine_kind`. The test suite compares the file of the
+machine's own kind; a machine of a kind without one skips, naming the kinds there are, and
+``python -m bench reference --update`` there adds the file of that kind (the other kinds' files stay as
+they are). The package versions are pinned by ``constraints.txt``.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -77,7 +80,17 @@ class ReferenceSweep:
 
     @property
     def path(self):
+        """The reference file this machine reads and ``--update`` writes (of this machine's kind of CPU
+        for a machine-bound sweep)."""
+        if self.machine_bound:
+            return REFERENCE_DIR / f"{self.name}.{machine_kind(machine())}.json"
         return REFERENCE_DIR / f"{self.name}.json"
+
+    def kind_files(self) -> list:
+        """A machine-bound sweep's reference files of every kind of CPU, sorted by name."""
+        prefix = f"{self.name}."
+        return sorted((f for f in REFERENCE_DIR.iterdir() if f.name.startswith(prefix) and f.name.endswith(".json")
+                       and f.name.count(".") == self.name.count(".") + 2), key=lambda f: f.name)
 
     def method_names(self) -> tuple[str, ...]:
         from hashbench.methods.registry import BUILTIN
@@ -117,17 +130,24 @@ def machine() -> dict[str, object]:
             "isa": [f for f in ISA_FLAGS if f in flags]}
 
 
+def machine_kind(m: dict[str, object]) -> str:
+    """Short name of a kind of CPU machine (a `machine` dict): the first 8 hex digits of the SHA-256 of its
+    JSON with sorted keys."""
+    return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def machine_mismatch(sweep: ReferenceSweep) -> str | None:
-    """Why ``sweep``'s committed values cannot be expected here (a machine-bound sweep whose reference was
-    computed on another kind of CPU), else None."""
-    if not sweep.machine_bound or not sweep.path.is_file():
+    """Why ``sweep``'s committed values cannot be expected here (a machine-bound sweep with references of
+    other kinds of CPU only), else None (also when it has none at all: `compare` reports that)."""
+    if not sweep.machine_bound or sweep.path.is_file():
         return None
-    stored = json.loads(sweep.path.read_text()).get("machine")
+    stored = [json.loads(f.read_text()).get("machine") for f in sweep.kind_files()]
+    if not stored:
+        return None
     here = machine()
-    if stored is None or stored == here:
-        return None
-    return (f"{sweep.name}'s reference was computed on {stored}, this machine is {here}: its values are "
-            "compared on a machine of that kind only (`python -m bench reference --update` makes one for this kind)")
+    return (f"{sweep.name} has references computed on {' and '.join(map(str, stored))}; this machine is {here} "
+            f"(kind {machine_kind(here)}): its values are compared on a machine of the same kind only "
+            "(`python -m bench reference --update` adds one for this kind)")
 
 
 def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:

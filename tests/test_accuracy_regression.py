@@ -44,9 +44,13 @@ def test_every_builtin_method_is_in_the_cifar10_sweep():
     sweep = next(s for s in regression.SWEEPS if s.name == "cifar10-ci")
     assert set(sweep.method_names()) == set(BUILTIN)
     assert sweep.bits == (32, 64) and sweep.protocol == "ci" and sweep.seeds == (0,)
-    stored = json.loads(sweep.path.read_text())
-    assert {key.split("/")[0] for key in stored["scores"]} == set(BUILTIN)
-    assert not stored["produced_with"]["git_commit"].endswith("+dirty")  # --update names a real commit
+    files = sweep.kind_files()
+    assert files  # at least one kind of CPU has a reference
+    for f in files:  # every kind's file holds every method, so CI fails on any kind until one is added
+        stored = json.loads(f.read_text())
+        assert {key.split("/")[0] for key in stored["scores"]} == set(BUILTIN), f.name
+        assert not stored["produced_with"]["git_commit"].endswith("+dirty")  # --update names a real commit
+        assert f.name == f"cifar10-ci.{regression.machine_kind(stored['machine'])}.json"
 
 
 def test_update_refuses_a_dirty_tree_and_writes_nothing(monkeypatch, capsys):
@@ -70,18 +74,28 @@ def test_unknown_sweep_is_a_usage_error(capsys):
 
 def test_a_machine_bound_reference_is_compared_on_its_kind_of_cpu_only(monkeypatch, tmp_path):
     here = {"torch_cpu_capability": "AVX512", "isa": ["avx2", "avx512f"]}
+    other = {**here, "torch_cpu_capability": "AVX2"}
     monkeypatch.setattr(regression, "REFERENCE_DIR", tmp_path)
     sweep = regression.ReferenceSweep("bound", "cifar10", ("itq",), (32,), machine_bound=True)
-    sweep.path.write_text(json.dumps({"machine": here, "scores": {}}))
     monkeypatch.setattr(regression, "machine", lambda: dict(here))
+    assert regression.machine_mismatch(sweep) is None and "is missing" in regression.compare(sweep, {})[0]
+    sweep.path.write_text(json.dumps({"machine": here, "scores": {"itq/32/0": {"map_all": 0.5}}}))
+    assert sweep.path.name == f"bound.{regression.machine_kind(here)}.json"
     assert regression.machine_mismatch(sweep) is None
-    other = {**here, "torch_cpu_capability": "AVX2"}
-    monkeypatch.setattr(regression, "machine", lambda: other)
+    # Another kind of CPU reads its own file: none yet, so it skips, naming the kinds there are.
+    monkeypatch.setattr(regression, "machine", lambda: dict(other))
     why = regression.machine_mismatch(sweep)
     assert why and str(here) in why and str(other) in why
+    # Its --update adds a file beside the first one, which stays as it was.
+    sweep.path.write_text(json.dumps({"machine": other, "scores": {"itq/32/0": {"map_all": 0.4}}}))
+    assert regression.machine_mismatch(sweep) is None
+    assert regression.compare(sweep, {"itq/32/0": {"map_all": 0.4}}) == []
+    assert regression.compare(sweep, {"itq/32/0": {"map_all": 0.5}})  # the other kind's value is not this one's
+    assert [f.name for f in sweep.kind_files()] == sorted(f"bound.{regression.machine_kind(m)}.json"
+                                                          for m in (here, other))
     free = regression.ReferenceSweep("free", "digits", ("itq",), (32,))
     free.path.write_text(json.dumps({"machine": here, "scores": {}}))
-    assert regression.machine_mismatch(free) is None  # the shallow numpy sweep is compared on any CPU
+    assert free.path.name == "free.json" and regression.machine_mismatch(free) is None  # any CPU
     assert not next(s for s in regression.SWEEPS if s.name == "digits-shallow").machine_bound
 
 
