@@ -202,6 +202,25 @@ def test_without_map_all_the_pruned_pass_equals_the_full_one_and_the_reference(n
     assert_metrics_match(full, ref_metrics(q, db, yq_multi, ydb_multi, 50))
 
 
+@pytest.mark.parametrize("ids", ["small", "negative", "wide", "unsigned"])
+def test_one_class_groups_without_map_all_whatever_the_class_ids(ids):
+    """Groups of one class take the class-list pass (`_class_scan_kernel`): class ids of any range, query
+    classes absent from the database and several radius updates give the full pass's metrics."""
+    rng = np.random.default_rng(7)
+    n_db = 2 * 4096 + 333
+    q, db, yq, ydb = clustered(rng, 40, n_db, 64, 4, flip=0.3)
+    yq[:16] = 0
+    yq[16:24] = 5                                   # a class no database item has: nothing relevant
+    transform = {"small": lambda y: y, "negative": lambda y: -3 * y - 1, "wide": lambda y: y * 10**12 - 7,
+                 "unsigned": lambda y: y.astype(np.uint64) * np.uint64(2**60)}[ids]
+    yq, ydb = transform(yq), transform(ydb)
+    for topk in (1, 100, 3000):
+        full = ev.evaluate(q, db, yq, ydb, topk=topk)
+        assert ev.evaluate(q, db, yq, ydb, topk=topk, map_all=False) == {
+            k: v for k, v in full.items() if k != "map_all"}, topk
+        assert_metrics_match(full, ref_metrics(q, db, yq, ydb, topk))
+
+
 def test_map_all_must_be_a_bool():
     q = np.zeros((2, 1), np.uint8)
     with pytest.raises(ValueError, match="map_all must be True or False, got 'no'"):
