@@ -929,6 +929,30 @@ def _finish_query(n_rec, positions, rel_positions, hist, rel_hist, cuts, rel_at_
     rel_at_cut[last] += m
 
 
+@numba.njit(cache=True, nogil=True)
+def _narrow_radii(h, n_buckets, radius, last_cut):
+    """Shrink each query's pruning radius (``radius``, ``int64`` ``(G,)``, in place) to the smallest
+    distance whose running count in ``h`` (the group's histograms, flat, ``n_buckets`` per query) already
+    reaches ``last_cut``: the items seen so far fill the last cut up to that distance, so a later item
+    farther away ranks below the cut whatever comes after it."""
+    for g in range(radius.shape[0]):
+        seen = 0
+        for d in range(radius[g] + 1):
+            seen += h[g * n_buckets + d]
+            if seen >= last_cut:
+                radius[g] = d
+                break
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish_group(i, counts, positions, rel_positions, hist, rel_hist, cuts, rel_at_cut, acc, off_all, off_rel,
+                  given, before, rel_before):
+    """`_finish_query` for each query of the group starting at slot ``i`` (``counts`` records each)."""
+    for g in range(counts.shape[0]):
+        _finish_query(counts[g], positions[g], rel_positions[g], hist[i + g], rel_hist[i + g], cuts, rel_at_cut[i + g],
+                      acc[i + g], off_all[i + g], off_rel[i + g], given, before, rel_before)
+
+
 @functools.cache
 def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bool, prune: bool = False):
     """Compiled pass for codes of ``n_words`` 64-bit words and labels of ``n_label_words`` words.
@@ -1026,21 +1050,10 @@ def _scan_kernel(n_words: int, n_label_words: int, single_label: bool, ranks: bo
                                 rel_positions[g, n] = c
                                 counts[g] = n + np.int64(relevant and (not prune or d <= radius[g]))
                 if prune and adapt:
-                    # The items seen so far already fill the last cut up to this distance, so a later
-                    # item farther away ranks below the cut whatever comes after it.
-                    last_cut = cuts[cuts.shape[0] - 1]
-                    for g in range(group):
-                        seen = 0
-                        for d in range(radius[g] + 1):
-                            seen += h[g * n_buckets + d]
-                            if seen >= last_cut:
-                                radius[g] = d
-                                break
+                    _narrow_radii(h, n_buckets, radius, cuts[cuts.shape[0] - 1])
             if ranks:
-                for g in range(group):
-                    _finish_query(counts[g], positions[g], rel_positions[g], hist[i + g], rel_hist[i + g], cuts,
-                                  rel_at_cut[i + g], acc[i + g], off_all[i + g], off_rel[i + g], given, before,
-                                  rel_before)
+                _finish_group(i, counts, positions, rel_positions, hist, rel_hist, cuts, rel_at_cut, acc, off_all,
+                              off_rel, given, before, rel_before)
 
     return scan
 
@@ -1126,19 +1139,10 @@ def _class_scan_kernel(n_words: int, ranks: bool):
                     done = j + 1
                 count_items(codes, db_flat, h, done, stop)
                 if ranks and adapt:
-                    last_cut = cuts[cuts.shape[0] - 1]
-                    for g in range(group):
-                        seen = 0
-                        for d in range(radius[g] + 1):
-                            seen += h[g * n_buckets + d]
-                            if seen >= last_cut:
-                                bound[i + g] = d
-                                break
+                    _narrow_radii(h, n_buckets, bound[i:i + group], cuts[cuts.shape[0] - 1])
             if ranks:
-                for g in range(group):
-                    _finish_query(counts[g], positions[g], rel_positions[g], hist[i + g], rel_hist[i + g], cuts,
-                                  rel_at_cut[i + g], acc[i + g], off_all[i + g], off_rel[i + g], given, before,
-                                  rel_before)
+                _finish_group(i, counts, positions, rel_positions, hist, rel_hist, cuts, rel_at_cut, acc, off_all,
+                              off_rel, given, before, rel_before)
 
     return scan
 
