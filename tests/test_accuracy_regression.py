@@ -123,3 +123,17 @@ def test_reference_sweeps_compute_on_one_thread_and_restore_the_setting(monkeypa
     assert regression.compute(sweep) == {"itq/16/0": {"map_all": 0.5, "map_tie_aware": 0.5}}
     assert seen == [("prepare", regression.THREADS), ("fit", regression.THREADS)]
     assert torch.get_num_threads() == before
+
+
+def test_reference_on_a_kind_of_cpu_without_a_file_says_so_and_trains_nothing(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(regression, "REFERENCE_DIR", tmp_path)
+    bound = regression.ReferenceSweep("bound", "cifar10", ("itq",), (32,), machine_bound=True)
+    monkeypatch.setattr(regression, "SWEEPS", [bound])
+    monkeypatch.setattr(regression, "machine", lambda: {"torch_cpu_capability": "AVX512", "isa": ["avx512f"]})
+    bound.path.write_text(json.dumps({"machine": regression.machine(), "scores": {}}))
+    monkeypatch.setattr(regression, "machine", lambda: {"torch_cpu_capability": "AVX2", "isa": ["avx2"]})
+    computed = []
+    monkeypatch.setattr(regression, "compute", lambda sweep: computed.append(sweep) or {})
+    assert regression.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("bound: not compared:") and "AVX2" in out and "AVX512" in out and computed == []
