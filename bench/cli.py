@@ -166,6 +166,9 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                           "file names the commit that produced it)")
     ref.add_argument("--sweep", action="append", metavar="NAME",
                      help="only this reference sweep (repeatable): digits-shallow, cifar10-ci (default: all)")
+    ref.add_argument("--workers", type=int, metavar="N",
+                     help="fit in N single-threaded worker processes (default: one per CPU core; the values do "
+                          "not depend on it)")
 
     tune = command("tune", "choose each method's hyper-parameters on the validation split (carved from the training "
                            "split) with the same budget for every method; write them as a sweep file")
@@ -555,7 +558,10 @@ def _cmd_reference(args) -> int:
     for name in args.sweep or ():
         if name not in names:
             raise UsageError(f"unknown reference sweep {name!r}; known: {', '.join(names)}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     argv = (["--update"] if args.update else []) + [a for name in args.sweep or () for a in ("--sweep", name)]
+    argv += ["--workers", str(args.workers)] if args.workers else []
     return regression.main(argv, prog=f"{args.prog} reference")
 
 

@@ -17,7 +17,8 @@ Sweeps:
   ``REDUCED`` (the same every run, recorded in the file).
 
 Every sweep computes on one thread (`THREADS`: features, side inputs, training, encoding), so its values do
-not depend on the machine's core count. They do depend on the CPU's instruction set: torch, ONNX Runtime
+not depend on the machine's core count; ``--workers N`` (default: one per core) spreads the side inputs
+and the fits over N such single-threaded processes, which changes the wall time and no value. They do depend on the CPU's instruction set: torch, ONNX Runtime
 and the BLAS pick their kernels by it, and thousands of float32 training steps turn a last-bit difference
 into another model. So each file records the machine it was computed on (`machine`: torch's CPU
 capability and the CPU's vector extensions), and a machine-bound sweep (``cifar10-ci``; the shallow numpy
@@ -150,34 +151,93 @@ def machine_mismatch(sweep: ReferenceSweep) -> str | None:
             "(`python -m bench reference --update` adds one for this kind)")
 
 
-def compute(sweep: ReferenceSweep) -> dict[str, dict[str, float]]:
+def compute(sweep: ReferenceSweep, workers: int = 1) -> dict[str, dict[str, float]]:
     """``{"method/bits/seed": {metric: value}}`` of ``sweep``, computed on `THREADS` threads (the thread
-    setting of the process is restored afterwards)."""
-    from bench.prepare import prepare
-    from bench.runner import run_one
-    from bench.sweep import side_inputs_needed
+    setting of the process is restored afterwards).
+
+    With ``workers`` > 1 the work runs in that many spawned worker processes, each on `THREADS` threads:
+    first each side input's cache is filled by one worker (with the features, which the first worker to
+    need them extracts and the others then read), then every worker prepares the data from the caches and
+    takes fits. Each feature store and each fit is the same single-threaded computation as in one process,
+    so the values are identical whatever ``workers`` is (`tests/test_accuracy_regression.py` checks it);
+    only the wall time changes.
+    """
+    from bench.threads import set_threads
     from hashbench.methods import get_method
 
-    from bench.threads import set_threads
-
     classes = {m: get_method(m) for m in sweep.method_names()}
-    side, fit_only = side_inputs_needed(classes.values())
+    # torch-trained methods first, so that the quick shallow fits fill the workers' last minutes
+    jobs = sorted(((method, bits, seed, {k: v for m, k, v in sweep.overrides if m == method})
+                   for method in classes for bits in sweep.bits for seed in sweep.seeds),
+                  key=lambda job: classes[job[0]].family not in ("deep", "graph"))
     before = torch_threads()
     set_threads(THREADS)
     try:
-        prep = prepare(sweep.dataset, protocol=sweep.protocol, features=sweep.features, side_inputs=side,
-                       fit_only_side=fit_only)
-        out = {}
-        for method, cls in classes.items():
-            extra = {k: v for m, k, v in sweep.overrides if m == method}
-            for bits in sweep.bits:
-                for seed in sweep.seeds:
-                    params = cls(n_bits=bits, seed=seed, **extra).get_params()
-                    metrics, _, _ = run_one(cls, params, prep)
-                    out[f"{method}/{bits}/{seed}"] = {k: round(float(metrics[k]), 6) for k in sweep.metrics}
+        if workers <= 1 or len(jobs) <= 1:
+            prep = _prepare(sweep)
+            scores = [_score(job, prep, sweep.metrics) for job in jobs]
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            side = _side_inputs(sweep)[0]
+            # spawn, not fork: a forked child of a process whose OpenMP and torch pools have started can hang
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=set_threads, initargs=(THREADS,)) as pool:
+                list(pool.map(_fill_caches, [sweep] * len(side), [(name,) for name in side]))
+                scores = list(pool.map(_score_in_worker, [sweep] * len(jobs), jobs))
     finally:
         set_threads(before)
-    return out
+    return {f"{method}/{bits}/{seed}": values for (method, bits, seed, _), values in zip(jobs, scores)}
+
+
+def _side_inputs(sweep: ReferenceSweep) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The side inputs the sweep's methods read, and which of them are for fitting only."""
+    from bench.sweep import side_inputs_needed
+    from hashbench.methods import get_method
+
+    return side_inputs_needed([get_method(m) for m in sweep.method_names()])
+
+
+def _prepare(sweep: ReferenceSweep, side: tuple[str, ...] | None = None):
+    """`bench.prepare.prepare` of the sweep's data with the side inputs ``side`` (None: all it needs)."""
+    from bench.prepare import prepare
+
+    needed, fit_only = _side_inputs(sweep)
+    side = needed if side is None else side
+    return prepare(sweep.dataset, protocol=sweep.protocol, features=sweep.features, side_inputs=side,
+                   fit_only_side=tuple(name for name in fit_only if name in side))
+
+
+def _score(job: tuple, prep, metrics: tuple[str, ...]) -> dict[str, float]:
+    """The rounded ``metrics`` of one fit ``(method, bits, seed, extra hyper-parameters)`` on ``prep``."""
+    from bench.runner import run_one
+    from hashbench.methods import get_method
+
+    method, bits, seed, extra = job
+    cls = get_method(method)
+    values, _, _ = run_one(cls, cls(n_bits=bits, seed=seed, **extra).get_params(), prep)
+    return {k: round(float(values[k]), 6) for k in metrics}
+
+
+_WORKER_PREP: dict[str, object] = {}  # a worker process's prepared data, by sweep name
+
+
+def _fill_caches(sweep: ReferenceSweep, side: tuple[str, ...]) -> None:
+    _prepare(sweep, side)
+
+
+def _score_in_worker(sweep: ReferenceSweep, job: tuple) -> dict[str, float]:
+    if sweep.name not in _WORKER_PREP:
+        _WORKER_PREP[sweep.name] = _prepare(sweep)
+    return _score(job, _WORKER_PREP[sweep.name], sweep.metrics)
+
+
+def default_workers() -> int:
+    """Worker processes for the reference sweeps: the CPU cores this process may use."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def torch_threads() -> int:
@@ -220,6 +280,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.regression"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--update", action="store_true",
                         help="rewrite the committed reference scores (from a clean checkout only)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="fit in N single-threaded worker processes (default: one per CPU core); the values "
+                             "do not depend on it")
     parser.add_argument("--sweep", action="append", choices=[s.name for s in SWEEPS], default=None,
                         help="only this sweep (repeatable; default: all)")
     args = parser.parse_args(argv)
@@ -241,7 +304,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.regression"
             # Nothing here to compare with: say so rather than train the whole sweep for nothing.
             print(f"{sweep.name}: not compared: {why}")
             continue
-        got = compute(sweep)
+        got = compute(sweep, workers=args.workers or default_workers())
         if args.update:
             REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
             sweep.path.write_text(json.dumps({

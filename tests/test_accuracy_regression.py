@@ -17,8 +17,16 @@ def test_reference_scores_are_reproduced(sweep):
             pytest.skip(f"no CIFAR-10 copy here (${ENV_VAR}); CI and development machines have one")
     if (why := regression.machine_mismatch(sweep)):
         pytest.skip(why)
-    problems = regression.compare(sweep, regression.compute(sweep))
+    # fits in one single-threaded process per core: the same values as one process (test below), half the time
+    problems = regression.compare(sweep, regression.compute(sweep, workers=regression.default_workers()))
     assert not problems, "\n".join(problems)
+
+
+def test_reference_values_do_not_depend_on_the_number_of_worker_processes():
+    sweep = regression.ReferenceSweep("t", "digits", ("itq", "sgh", "greedyhash"), (16, 32), features="pixels")
+    serial = regression.compute(sweep)
+    assert regression.compute(sweep, workers=2) == serial
+    assert len(serial) == 6 and all(0 < v["map_all"] <= 1 for v in serial.values())
 
 
 def test_the_guard_notices_a_moved_score():
@@ -59,7 +67,7 @@ def test_update_refuses_a_dirty_tree_and_writes_nothing(monkeypatch, capsys):
     before = {s.name: s.path.read_bytes() for s in regression.SWEEPS if s.path.is_file()}
     monkeypatch.setattr(bench.environment, "git_commit", lambda: "0123abcd+dirty")
     computed = []
-    monkeypatch.setattr(regression, "compute", lambda sweep: computed.append(sweep) or {})
+    monkeypatch.setattr(regression, "compute", lambda sweep, workers=1: computed.append(sweep) or {})
     assert cli_main(["reference", "--update"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "clean tree" in err
@@ -133,7 +141,7 @@ def test_reference_on_a_kind_of_cpu_without_a_file_says_so_and_trains_nothing(mo
     bound.path.write_text(json.dumps({"machine": regression.machine(), "scores": {}}))
     monkeypatch.setattr(regression, "machine", lambda: {"torch_cpu_capability": "AVX2", "isa": ["avx2"]})
     computed = []
-    monkeypatch.setattr(regression, "compute", lambda sweep: computed.append(sweep) or {})
+    monkeypatch.setattr(regression, "compute", lambda sweep, workers=1: computed.append(sweep) or {})
     assert regression.main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("bound: not compared:") and "AVX2" in out and "AVX512" in out and computed == []

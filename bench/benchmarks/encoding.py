@@ -50,11 +50,12 @@ def one_thread() -> Iterator[None]:
 
 
 def short_fit(method: str) -> dict:
-    """The few-epoch settings of the training-epoch benchmark (`training_epoch.FIT_PARAMS`) for a torch
+    """The few-epoch settings of the training-epoch benchmark (`training_epoch.FIT_PARAMS` and `FIT_FIXED`) for a torch
     method, none for the others: encoding costs the same after a short fit as after a full one."""
-    from bench.benchmarks.training_epoch import FIT_PARAMS, SAME_LOOP
+    from bench.benchmarks.training_epoch import FIT_FIXED, FIT_PARAMS, SAME_LOOP
 
-    return dict(FIT_PARAMS.get(SAME_LOOP.get(method, method), {}))
+    loop = SAME_LOOP.get(method, method)
+    return {**FIT_FIXED.get(loop, {}), **FIT_PARAMS.get(loop, {})}
 
 
 def fitted(method: str, seed: int = 0) -> tuple[Callable[[], np.ndarray], float]:

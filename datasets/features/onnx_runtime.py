@@ -51,13 +51,19 @@ log = logging.getLogger("hashbench.datasets.features")
 
 
 def _versions() -> dict[str, str]:
+    return dict(_installed_versions())
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    # read once per process (a metadata lookup parses a file); not cached when a package is missing
     out = {}
     for package in ("onnx", "onnxruntime"):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError as err:
             raise DataError(f"runtime 'onnxruntime' needs the package {package!r}; {INSTALL_HINT}") from err
-    return out
+    return tuple(out.items())
 
 
 def graph_key(network: str, input_size: int, weights_sha256: str, library_version: str) -> dict[str, Any]:
