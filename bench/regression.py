@@ -18,11 +18,12 @@ Sweeps:
 
 Every sweep computes on one thread (`THREADS`: features, side inputs, training, encoding), so its values do
 not depend on the machine's core count; ``--workers N`` (default: one per core) spreads the side inputs
-and the fits over N such single-threaded processes, which changes the wall time and no value. They do depend on the CPU's instruction set: torch, ONNX Runtime
-and the BLAS pick their kernels by it, and thousands of float32 training steps turn a last-bit difference
-into another model. So each file records the machine it was computed on (`machine`: torch's CPU
-capability and the CPU's vector extensions), and a machine-bound sweep (``cifar10-ci``; the shallow numpy
-methods of ``digits-shallow`` reproduce across CPUs) keeps one file per kind of CPU,
+and the fits over N such single-threaded processes, which changes the wall time and no value. They do
+depend on the CPU's instruction set: torch, ONNX Runtime and the BLAS pick their kernels by it, and
+thousands of float32 training steps turn a last-bit difference into another model. So each file records
+the machine it was computed on (`machine`: torch's CPU capability and the CPU's vector extensions), and a
+machine-bound sweep (``cifar10-ci``; the shallow numpy methods of ``digits-shallow`` reproduce across
+CPUs) keeps one file per kind of CPU,
 ``<sweep>.<kind>.json`` with ``<kind>`` from `machine_kind`. The test suite compares the file of the
 machine's own kind; a machine of a kind without one skips, naming the kinds there are, and
 ``python -m bench reference --update`` there adds the file of that kind (the other kinds' files stay as
@@ -286,6 +287,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.regression"
     parser.add_argument("--sweep", action="append", choices=[s.name for s in SWEEPS], default=None,
                         help="only this sweep (repeatable; default: all)")
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
     if args.update and not isinstance(REFERENCE_DIR, Path):
         print("error: --update rewrites results/reference/ of a hashbench checkout; this is an installed copy",
               file=sys.stderr)

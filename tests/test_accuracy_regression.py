@@ -145,3 +145,13 @@ def test_reference_on_a_kind_of_cpu_without_a_file_says_so_and_trains_nothing(mo
     assert regression.main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("bound: not compared:") and "AVX2" in out and "AVX512" in out and computed == []
+
+
+@pytest.mark.parametrize("entry", ["cli", "module"])
+def test_a_worker_count_below_one_is_one_line_and_status_2(monkeypatch, capsys, entry):
+    computed = []
+    monkeypatch.setattr(regression, "compute", lambda sweep, workers=1: computed.append(sweep) or {})
+    status = cli_main(["reference", "--workers", "0"]) if entry == "cli" else regression.main(["--workers", "0"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "--workers must be at least 1, got 0" in err
+    assert computed == []
