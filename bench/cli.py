@@ -167,8 +167,8 @@ def _parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     ref.add_argument("--sweep", action="append", metavar="NAME",
                      help="only this reference sweep (repeatable): digits-shallow, cifar10-ci (default: all)")
     ref.add_argument("--workers", type=int, metavar="N",
-                     help="fit in N single-threaded worker processes (default: one per CPU core; the values do "
-                          "not depend on it)")
+                     help="fit in N single-threaded worker processes (default: one per CPU core, at most 4; the "
+                          "values do not depend on it)")
 
     tune = command("tune", "choose each method's hyper-parameters on the validation split (carved from the training "
                            "split) with the same budget for every method; write them as a sweep file")

@@ -17,9 +17,9 @@ Sweeps:
   ``REDUCED`` (the same every run, recorded in the file).
 
 Every sweep computes on one thread (`THREADS`: features, side inputs, training, encoding), so its values do
-not depend on the machine's core count; ``--workers N`` (default: one per core) spreads the side inputs
-and the fits over N such single-threaded processes, which changes the wall time and no value. They do
-depend on the CPU's instruction set: torch, ONNX Runtime and the BLAS pick their kernels by it, and
+not depend on the machine's core count; ``--workers N`` (default: one per core, at most 4) spreads the
+side inputs and the fits over N such single-threaded processes, which changes the wall time and no value.
+They do depend on the CPU's instruction set: torch, ONNX Runtime and the BLAS pick their kernels by it, and
 thousands of float32 training steps turn a last-bit difference into another model. So each file records
 the machine it was computed on (`machine`: torch's CPU capability and the CPU's vector extensions), and a
 machine-bound sweep (``cifar10-ci``; the shallow numpy methods of ``digits-shallow`` reproduce across
@@ -234,11 +234,18 @@ def _score_in_worker(sweep: ReferenceSweep, job: tuple) -> dict[str, float]:
     return _score(job, _WORKER_PREP[sweep.name], sweep.metrics)
 
 
+# Each worker holds the prepared data and trains a torch model: up to 1.4 GB resident (cifar10-ci, measured),
+# so a many-core machine does not get one per core by default.
+MAX_DEFAULT_WORKERS = 4
+
+
 def default_workers() -> int:
-    """Worker processes for the reference sweeps: the CPU cores this process may use."""
+    """Worker processes for the reference sweeps: the CPU cores this process may use, at most
+    `MAX_DEFAULT_WORKERS`."""
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_DEFAULT_WORKERS))
 
 
 def torch_threads() -> int:
@@ -282,8 +289,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.regression"
     parser.add_argument("--update", action="store_true",
                         help="rewrite the committed reference scores (from a clean checkout only)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="fit in N single-threaded worker processes (default: one per CPU core); the values "
-                             "do not depend on it")
+                        help="fit in N single-threaded worker processes (default: one per CPU core, at most 4); "
+                             "the values do not depend on it")
     parser.add_argument("--sweep", action="append", choices=[s.name for s in SWEEPS], default=None,
                         help="only this sweep (repeatable; default: all)")
     args = parser.parse_args(argv)

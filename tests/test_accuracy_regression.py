@@ -155,3 +155,9 @@ def test_a_worker_count_below_one_is_one_line_and_status_2(monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "--workers must be at least 1, got 0" in err
     assert computed == []
+
+
+@pytest.mark.parametrize("cores, want", [(1, 1), (2, 2), (64, regression.MAX_DEFAULT_WORKERS)])
+def test_the_default_worker_count_is_the_core_count_capped(monkeypatch, cores, want):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert regression.default_workers() == want
