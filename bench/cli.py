@@ -558,10 +558,8 @@ def _cmd_reference(args) -> int:
     for name in args.sweep or ():
         if name not in names:
             raise UsageError(f"unknown reference sweep {name!r}; known: {', '.join(names)}")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     argv = (["--update"] if args.update else []) + [a for name in args.sweep or () for a in ("--sweep", name)]
-    argv += ["--workers", str(args.workers)] if args.workers else []
+    argv += ["--workers", str(args.workers)] if args.workers is not None else []  # regression.main checks it
     return regression.main(argv, prog=f"{args.prog} reference")
 
 

@@ -225,7 +225,7 @@ _WORKER_PREP: dict[str, object] = {}  # a worker process's prepared data, by swe
 
 
 def _fill_caches(sweep: ReferenceSweep, side: tuple[str, ...]) -> None:
-    _prepare(sweep, side)
+    _prepare(sweep, side)  # for its on-disk caches only: returning the arrays would pickle them back
 
 
 def _score_in_worker(sweep: ReferenceSweep, job: tuple) -> dict[str, float]:

@@ -181,3 +181,29 @@ def test_the_input_layout_changes_no_value(shape):
         a, b = to_input_batch(images, size, "cpu", True), to_input_batch(images, size, "cpu", False)
         assert torch.equal(a, b)
         assert b.is_contiguous() or len(shape) == 3  # grey images: one channel expanded to three, a view
+
+
+def test_a_missing_onnx_package_is_named_and_versions_are_read_once(monkeypatch):
+    from importlib import metadata
+
+    from hashbench.datasets.errors import DataError
+    from hashbench.datasets.features import backbone, onnx_runtime
+
+    real, reads = metadata.version, []
+
+    def version(package):
+        reads.append(package)
+        if package == "onnx":
+            raise metadata.PackageNotFoundError(package)
+        return real(package)
+
+    monkeypatch.setattr(metadata, "version", version)
+    backbone.installed_version.cache_clear()
+    try:
+        with pytest.raises(DataError, match="needs the package 'onnx'"):
+            onnx_runtime._versions()
+        assert backbone.installed_version("onnxruntime") == real("onnxruntime")
+        backbone.installed_version("onnxruntime")
+        assert reads.count("onnxruntime") == 1 and reads.count("onnx") == 1
+    finally:
+        backbone.installed_version.cache_clear()

@@ -34,7 +34,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ import numpy as np
 
 from hashbench.datasets.cache import cache_dir
 from hashbench.datasets.errors import DataError
+from hashbench.datasets.features.backbone import installed_version
 
 OPSET = 17
 EXPORTER = "torchscript"  # torch.onnx.export(..., dynamo=False): needs no onnxscript
@@ -51,19 +51,12 @@ log = logging.getLogger("hashbench.datasets.features")
 
 
 def _versions() -> dict[str, str]:
-    return dict(_installed_versions())
-
-
-@functools.lru_cache(maxsize=None)
-def _installed_versions() -> tuple[tuple[str, str], ...]:
-    # read once per process (a metadata lookup parses a file); not cached when a package is missing
     out = {}
     for package in ("onnx", "onnxruntime"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError as err:
-            raise DataError(f"runtime 'onnxruntime' needs the package {package!r}; {INSTALL_HINT}") from err
-    return tuple(out.items())
+        if (version := installed_version(package)) is None:
+            raise DataError(f"runtime 'onnxruntime' needs the package {package!r}; {INSTALL_HINT}")
+        out[package] = version
+    return out
 
 
 def graph_key(network: str, input_size: int, weights_sha256: str, library_version: str) -> dict[str, Any]:
