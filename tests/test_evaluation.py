@@ -221,6 +221,71 @@ def test_one_class_groups_without_map_all_whatever_the_class_ids(ids):
         assert_metrics_match(full, ref_metrics(q, db, yq, ydb, topk))
 
 
+@pytest.mark.parametrize("n_bits", [64, 200])
+def test_class_remainders_fill_padded_one_class_groups_or_mixed_ones(n_bits):
+    """A class's queries beyond its full groups: at least half a group fills a one-class group padded with
+    repeats of its last query, fewer go to the mixed groups. Every remainder, with and without map_all,
+    over several radius updates, gives the reference's metrics."""
+    group = ev._group_size(-(-n_bits // 64))
+    sizes = [group + left for left in range(group)] + [1, group // 2]
+    yq = np.repeat(np.arange(len(sizes)), sizes)
+    slots, n_uniform = ev._query_groups(yq[:, None].astype(np.uint64), True, group)
+    assert slots.size % group == 0 and n_uniform % group == 0
+    assert set(slots.tolist()) == set(range(yq.size))
+    for start in range(0, n_uniform, group):
+        assert len(set(yq[slots[start:start + group]].tolist())) == 1
+    padded = [c for c, size in enumerate(sizes) if size % group >= group // 2]
+    mixed = [c for c, size in enumerate(sizes) if 0 < size % group < group // 2]
+    assert set(yq[slots[n_uniform:]].tolist()) == set(mixed)
+    assert n_uniform == sum(-(-sizes[c] // group) * group if c in padded else sizes[c] - sizes[c] % group
+                            for c in range(len(sizes)))
+    rng = np.random.default_rng(n_bits)
+    n_db = 2 * 4096 + 101
+    q, db, _, ydb = clustered(rng, yq.size, n_db, n_bits, len(sizes), flip=0.3)
+    for topk in (1, 250):
+        full = ev.evaluate(q, db, yq, ydb, topk=topk)
+        assert ev.evaluate(q, db, yq, ydb, topk=topk, map_all=False) == {
+            k: v for k, v in full.items() if k != "map_all"}, topk
+        assert_metrics_match(full, ref_metrics(q, db, yq, ydb, topk))
+
+
+_KERNEL_CACHE_SCRIPT = """
+import json
+import numpy as np
+from bench import evaluation as ev
+
+rng = np.random.default_rng(0)
+q = rng.integers(0, 256, (16, 8), dtype=np.uint8)
+db = rng.integers(0, 256, (5000, 8), dtype=np.uint8)
+yq, ydb = np.zeros(16, np.int64), rng.integers(0, 3, 5000)
+yq[13:] = 1                                       # a mixed group beside two one-class groups
+ev.evaluate(q, db, yq, ydb, topk=10, map_all=False)
+ev.evaluate(q, db, yq, ydb, topk=10)
+ev.evaluate_sharded(q, yq, [(db[:2000], ydb[:2000]), (db[2000:], ydb[2000:])], topk=10)
+ev.hamming_distances(q, db)
+kernels = [ev._class_scan_kernel(1, True), ev._class_scan_kernel(1, False), ev._distance_kernel(1)]
+kernels += [ev._scan_kernel(1, 1, True, ranks, prune) for ranks in (True, False) for prune in (True, False)]
+stats = [k.stats for k in kernels if k.signatures]
+print(json.dumps({"kernels": len(stats), "hits": sum(sum(s.cache_hits.values()) for s in stats),
+                  "misses": sum(sum(s.cache_misses.values()) for s in stats)}))
+"""
+
+
+def test_every_kernel_is_loaded_from_numbas_disk_cache_in_a_new_process(tmp_path):
+    """A kernel that misses numba's disk cache is compiled again in every process (seconds each time):
+    the second process must load every kernel the first one compiled."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", _KERNEL_CACHE_SCRIPT], env=env, check=True,
+                                      capture_output=True, text=True).stdout) for _ in range(2)]
+    assert runs[0]["kernels"] >= 4 and runs[0]["misses"] >= runs[0]["kernels"]
+    assert runs[1] == {"kernels": runs[0]["kernels"], "hits": runs[0]["misses"], "misses": 0}
+
+
 def test_map_all_must_be_a_bool():
     q = np.zeros((2, 1), np.uint8)
     with pytest.raises(ValueError, match="map_all must be True or False, got 'no'"):
