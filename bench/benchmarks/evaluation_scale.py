@@ -238,6 +238,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of fresh-process measurements; the fastest of each is kept (default 3)")
     args = parser.parse_args(argv)
+    for name in ("n_db", "n_query", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.shards < 0:
+        parser.error(f"--shards must be 0 (none) or more, got {args.shards}")
     print(f"writing {args.n_query:,} queries and {args.n_db:,} 64-bit codes ...", file=sys.stderr)
     m = measure(args.n_query, args.n_db, n_shards=args.shards, folder=args.tmp, topk=SCALE_SHAPE["topk"],
                 repeat=args.repeat)
