@@ -7,7 +7,9 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-PACKAGES = ("hashbench", "numpy", "scipy", "scikit-learn", "torch", "torch-geometric", "faiss-cpu", "mlflow", "pandas")
+# numba and llvmlite compile the evaluation engine that computes every metric.
+PACKAGES = ("hashbench", "numpy", "scipy", "scikit-learn", "torch", "torch-geometric", "faiss-cpu", "mlflow", "pandas",
+            "numba", "llvmlite")
 
 
 @lru_cache(maxsize=1)

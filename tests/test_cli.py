@@ -40,7 +40,8 @@ def test_run_records_nested_runs_with_metrics(tracking_uri, capsys):
     params = run.data.params
     for key in ("method", "hp.n_bits", "hp.seed", "data.dataset", "data.protocol", "features.name",
                 "data.split_digest", "data.protocol_digest", "data.fingerprint", "code.fingerprint",
-                "env.source", "env.version.numpy", "env.version.hashbench"):
+                "env.source", "env.version.numpy", "env.version.hashbench", "env.version.numba",
+                "env.version.llvmlite"):
         assert key in params, key
     assert ("env.git_commit" in params) == (params["env.source"] == "checkout")  # never a commit of a package
     assert params["hp.n_bits"] == str(runs["n_bits"][0]) and params["features.name"] == "pixels"

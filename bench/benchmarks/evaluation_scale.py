@@ -241,8 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("n_db", "n_query", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.shards < 0:
-        parser.error(f"--shards must be 0 (none) or more, got {args.shards}")
+    if not 0 <= args.shards <= args.n_db:
+        parser.error(f"--shards must be between 0 (none) and --n-db ({args.n_db:,}), got {args.shards}")
+    if args.tmp is not None and not args.tmp.is_dir():
+        parser.error(f"--tmp must be an existing folder, got {args.tmp}")
     print(f"writing {args.n_query:,} queries and {args.n_db:,} 64-bit codes ...", file=sys.stderr)
     m = measure(args.n_query, args.n_db, n_shards=args.shards, folder=args.tmp, topk=SCALE_SHAPE["topk"],
                 repeat=args.repeat)

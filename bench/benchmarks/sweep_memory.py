@@ -2,16 +2,18 @@
 
 Issue 17's scale figure: a full ``cifar10`` sweep (every method, 16/32/64/128 bits) must stay under 4 GB.
 The sweep runs as ``python -m bench run`` in a child process, into a fresh sqlite store in a temporary folder
-(nothing is reused; the child works in that folder, so saved models go there too), with the features from the usual cache (``HASHBENCH_DATA``; a cold cache adds the
-extraction, which is part of a sweep too). Two figures are printed:
+(nothing is reused; the child works in that folder, so saved models go there too), with the features from
+the usual cache (``HASHBENCH_DATA``; a cold cache adds the extraction, which is part of a sweep too). Two
+figures are printed:
 
 * the largest resident memory of any single process of the sweep, from the kernel's high-water mark
-  (``ru_maxrss`` of the waited child, exact; the local executor runs every fit in that one process);
+  (``ru_maxrss`` of the child from ``wait4``, exact; the local executor runs every fit in that one process);
 * the peak of the summed resident memory of the child and all its descendants, sampled every
   ``--interval`` seconds from ``/proc`` (it can miss a spike shorter than the interval; it covers helper
   processes such as data-loader workers, which the first figure does not add up).
 
-It exits with status 1 when either figure reaches ``--limit-mb`` (4,096 by default) or the sweep fails.
+It exits with status 1 when either figure reaches ``--limit-mb`` (4,096 by default); when the sweep fails it
+prints one line and exits with the sweep's status 2 (a usage error, which the sweep has explained) or 1.
 Run ``python -m bench.benchmarks.sweep_memory [--dataset cifar10] [--methods all] [--bits 16,32,64,128]
 [--seeds 0] [-- extra bench run arguments]``; Linux only (``/proc``).
 """
@@ -72,18 +74,27 @@ def measure(command: list[str], *, interval: float = 0.2, cwd: str | os.PathLike
         interval: seconds between samples of the process tree's resident memory.
         cwd: the child's working folder (a sweep's default artifact folder lands there).
     """
+    if not interval > 0:
+        raise ValueError(f"interval must be positive, got {interval}")
     start = time.perf_counter()
     child = subprocess.Popen(command, cwd=cwd)
     tree_peak = 0.0
-    while child.poll() is None:
-        tree_peak = max(tree_peak, tree_rss_mb(child.pid))
-        time.sleep(interval)
-    # poll() reaped the child; its resource usage is in RUSAGE_CHILDREN (the largest reaped child's peak).
-    import resource
-
-    max_process = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    try:
+        while True:
+            # wait4 rather than poll: the child's own resource usage (its peak, and that of the processes it
+            # waited for), not the largest of every child this process ever had.
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            tree_peak = max(tree_peak, tree_rss_mb(child.pid))
+            time.sleep(interval)
+    except BaseException:
+        child.kill()              # never leave the sweep running without its measurer
+        child.wait()
+        raise
+    child.returncode = os.waitstatus_to_exitcode(status)
     return {"returncode": child.returncode, "seconds": time.perf_counter() - start,
-            "max_process_mb": max_process, "tree_peak_mb": max(tree_peak, 0.0)}
+            "max_process_mb": usage.ru_maxrss / 1024.0, "tree_peak_mb": tree_peak}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit-mb", type=float, default=LIMIT_MB)
     parser.add_argument("extra", nargs="*", help="further bench run arguments, after --")
     args = parser.parse_args(argv)
+    if not args.interval > 0 or not args.limit_mb > 0:
+        parser.error("--interval and --limit-mb must be positive")
     methods = args.methods
     if methods == "all":
         from hashbench.methods.registry import method_names
@@ -108,13 +121,18 @@ def main(argv: list[str] | None = None) -> None:
                    *(["--threads", args.threads] if args.threads else []), *args.extra]
         print("running:", " ".join(command), file=sys.stderr)
         result = measure(command, interval=args.interval, cwd=tmp)
+    if result["returncode"]:
+        # The sweep printed its own error; a usage error there (status 2) is one here too.
+        print(f"sweep_memory: the sweep failed with exit status {result['returncode']}; nothing measured",
+              file=sys.stderr)
+        sys.exit(2 if result["returncode"] == 2 else 1)
     print(f"sweep: {args.dataset}, methods {methods}, bits {args.bits}, seeds {args.seeds}")
     print(f"exit status {result['returncode']}, {result['seconds']:.0f} s")
     print(f"largest process peak (ru_maxrss): {result['max_process_mb']:.0f} MB")
     print(f"process tree peak (sampled every {args.interval:g} s): {result['tree_peak_mb']:.0f} MB")
     print(f"limit: {args.limit_mb:.0f} MB")
     over = max(result["max_process_mb"], result["tree_peak_mb"]) >= args.limit_mb
-    sys.exit(1 if result["returncode"] or over else 0)
+    sys.exit(1 if over else 0)
 
 
 if __name__ == "__main__":
