@@ -27,14 +27,24 @@ child.wait()
 """
 
 
-def test_largest_process_and_tree_peak_of_a_child_that_holds_memory():
+@pytest.fixture()
+def large_parent():
+    """This process made large first (as under a long test session): the child's figures must be its own."""
+    import numpy as np
+
+    block = np.ones(600 * 2**20, dtype=np.uint8)
+    yield
+    del block
+
+
+def test_largest_process_and_tree_peak_of_a_child_that_holds_memory(large_parent):
     result = sweep_memory.measure([sys.executable, "-c", _HOLD, "400"], interval=0.05)
     assert result["returncode"] == 0
     assert 400 <= result["max_process_mb"] < 600
     assert 400 <= result["tree_peak_mb"] < 600
 
 
-def test_the_tree_peak_adds_up_a_grandchild_the_largest_process_does_not():
+def test_the_tree_peak_adds_up_a_grandchild_the_largest_process_does_not(large_parent):
     result = sweep_memory.measure([sys.executable, "-c", _PARENT, _HOLD], interval=0.05)
     assert result["returncode"] == 0
     assert 300 <= result["max_process_mb"] < 450         # the grandchild's 300 MB (plus the interpreter)

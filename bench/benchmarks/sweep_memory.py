@@ -6,8 +6,8 @@ The sweep runs as ``python -m bench run`` in a child process, into a fresh sqlit
 the usual cache (``HASHBENCH_DATA``; a cold cache adds the extraction, which is part of a sweep too). Two
 figures are printed:
 
-* the largest resident memory of any single process of the sweep, from the kernel's high-water mark
-  (``ru_maxrss`` of the child from ``wait4``, exact; the local executor runs every fit in that one process);
+* the largest resident memory of any single process of the sweep, from each process's high-water mark
+  (``VmHWM``, read with the samples below; the local executor runs every fit in one process);
 * the peak of the summed resident memory of the child and all its descendants, sampled every
   ``--interval`` seconds from ``/proc`` (it can miss a spike shorter than the interval; it covers helper
   processes such as data-loader workers, which the first figure does not add up).
@@ -47,54 +47,61 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def tree_rss_mb(root: int) -> float:
-    """Summed ``VmRSS`` of ``root`` and all its descendants, MB (0 for processes gone meanwhile)."""
+def tree_memory_mb(root: int) -> tuple[float, float]:
+    """Of ``root`` and all its descendants now: the summed ``VmRSS`` and the largest ``VmHWM`` (each process's
+    own peak so far), MB (processes gone meanwhile count 0)."""
     children = _children_map()
-    stack, total_kb = [root], 0
+    stack, total_kb, peak_kb = [root], 0, 0
     while stack:
         pid = stack.pop()
         stack.extend(children.get(pid, []))
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-                    break
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
         except OSError:
             continue
-    return total_kb / 1024.0
+        for line in lines:
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                peak_kb = max(peak_kb, int(line.split()[1]))
+    return total_kb / 1024.0, peak_kb / 1024.0
 
 
 def measure(command: list[str], *, interval: float = 0.2, cwd: str | os.PathLike | None = None
             ) -> dict[str, float]:
     """Run ``command`` to completion and return its exit status, wall seconds, the largest single-process
-    peak (``max_process_mb``, from ``ru_maxrss``) and the sampled peak of the process tree (``tree_peak_mb``).
+    peak (``max_process_mb``) and the peak of the process tree's summed resident memory (``tree_peak_mb``),
+    both read from ``/proc`` every ``interval`` seconds.
+
+    A process's ``VmHWM`` is its own high-water mark (it starts afresh at ``exec``), so the first figure is
+    exact but for growth in a process's last interval before it exits. (``ru_maxrss`` from ``wait4`` is not
+    used: Linux carries the parent's resident size at the fork into the child's, so a large measuring
+    process inflated it: 1,481 MB for a child that held 430 MB, under pytest.)
 
     Args:
         command: the argument vector of the child.
-        interval: seconds between samples of the process tree's resident memory.
+        interval: seconds between samples.
         cwd: the child's working folder (a sweep's default artifact folder lands there).
+
+    Raises:
+        ValueError: ``interval`` not positive.
     """
     if not interval > 0:
         raise ValueError(f"interval must be positive, got {interval}")
     start = time.perf_counter()
     child = subprocess.Popen(command, cwd=cwd)
-    tree_peak = 0.0
+    tree_peak = max_process = 0.0
     try:
-        while True:
-            # wait4 rather than poll: the child's own resource usage (its peak, and that of the processes it
-            # waited for), not the largest of every child this process ever had.
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            tree_peak = max(tree_peak, tree_rss_mb(child.pid))
+        while child.poll() is None:
+            total, largest = tree_memory_mb(child.pid)
+            tree_peak, max_process = max(tree_peak, total), max(max_process, largest)
             time.sleep(interval)
     except BaseException:
         child.kill()              # never leave the sweep running without its measurer
         child.wait()
         raise
-    child.returncode = os.waitstatus_to_exitcode(status)
     return {"returncode": child.returncode, "seconds": time.perf_counter() - start,
-            "max_process_mb": usage.ru_maxrss / 1024.0, "tree_peak_mb": tree_peak}
+            "max_process_mb": max_process, "tree_peak_mb": tree_peak}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2 if result["returncode"] == 2 else 1)
     print(f"sweep: {args.dataset}, methods {methods}, bits {args.bits}, seeds {args.seeds}")
     print(f"exit status {result['returncode']}, {result['seconds']:.0f} s")
-    print(f"largest process peak (ru_maxrss): {result['max_process_mb']:.0f} MB")
+    print(f"largest process peak (VmHWM): {result['max_process_mb']:.0f} MB")
     print(f"process tree peak (sampled every {args.interval:g} s): {result['tree_peak_mb']:.0f} MB")
     print(f"limit: {args.limit_mb:.0f} MB")
     over = max(result["max_process_mb"], result["tree_peak_mb"]) >= args.limit_mb
