@@ -70,6 +70,9 @@ def test_sweep_memory_refuses_bad_settings_before_starting_anything(argv, capsys
         sweep_memory.main(argv)
     assert stop.value.code == 2
     assert "running:" not in capsys.readouterr().err
+
+
+def test_measure_refuses_an_interval_that_is_not_positive():
     with pytest.raises(ValueError, match="interval must be positive"):
         sweep_memory.measure([sys.executable, "-c", "pass"], interval=0)
 

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)
         sys.exit(2 if result["returncode"] == 2 else 1)
     print(f"sweep: {args.dataset}, methods {methods}, bits {args.bits}, seeds {args.seeds}")
-    print(f"exit status {result['returncode']}, {result['seconds']:.0f} s")
+    print(f"wall time {result['seconds']:.0f} s")
     print(f"largest process peak (VmHWM): {result['max_process_mb']:.0f} MB")
     print(f"process tree peak (sampled every {args.interval:g} s): {result['tree_peak_mb']:.0f} MB")
     print(f"limit: {args.limit_mb:.0f} MB")
