@@ -522,13 +522,15 @@ def _record_slots(q_labels: np.ndarray, db_labels: np.ndarray, single_label: boo
 
 
 def _rank_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db_words: np.ndarray,
-               db_labels: np.ndarray, cuts: np.ndarray, off_all: np.ndarray | None, off_rel: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               db_labels: np.ndarray, cuts: np.ndarray, off_all: np.ndarray | None, off_rel: np.ndarray | None,
+               reach: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One scan of a database (or shard): histograms, relevant counts per cut and exact sums per cut.
 
     Without offsets the ranks are those inside this database. With them (``int64`` ``(Q, n_buckets)``,
     see `_scan_shards`), an item at distance ``d`` in bucket position ``p`` has rank ``off_all[d] + p``
-    and its relevant rank continues from ``off_rel[d]``. Returns ``hist``, ``rel_hist`` ``(Q, n_buckets)``,
+    and its relevant rank continues from ``off_rel[d]``; ``reach`` (``(Q,)``, with the offsets) is each
+    query's largest distance to an item of this shard, so that a pruning radius beyond it, where no
+    item lies, does not count as pruning. Returns ``hist``, ``rel_hist`` ``(Q, n_buckets)``,
     ``rel_at_cut`` ``(Q, C)`` (each relevant item counted under the first cut at or above its rank) and
     ``acc`` ``uint64`` ``(Q, C, 2)`` (high and low words of 128-bit sums of ``term * 2**92``).
     """
@@ -565,8 +567,12 @@ def _rank_pass(q_words: np.ndarray, q_labels: np.ndarray, single_label: bool, db
     before = np.empty(n_buckets, dtype=np.int64)
     rel_before = np.empty(n_buckets, dtype=np.int64)
     terms = np.empty((2, _TERM_CHUNK), dtype=np.int64)
-    # A pass with nothing to prune (the whole database as the last cut) runs without the radius tests.
-    prune = adapt or bool((bound < n_buckets - 1).any())
+    # A pass with nothing to prune (the whole database as the last cut) runs without the radius tests,
+    # in `_scan_kernel` (with every relevant item recorded it beat the class lists: 0.95 against 1.46 s
+    # at 1,000 x 1,000,000); a shard's radius below the largest distance but beyond its farthest item
+    # prunes nothing either.
+    reach = np.full(n_slots, n_buckets - 1) if reach is None else reach[slots]
+    prune = adapt or bool((bound < reach).any())
     cuts = np.ascontiguousarray(cuts, dtype=np.int64)
     q_flat = np.ascontiguousarray(q_words[slots]).ravel()
     db_flat = db_words.reshape(-1)
@@ -668,7 +674,7 @@ def _exact_cumsum_to_float(acc: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class _ShardTask:
     """One shard's work item, picklable: the queries, the shard (codes as an array or a ``.npy`` path)
-    and, for the second pass, its rank offsets."""
+    and, for the second pass, its rank offsets and each query's largest distance to an item of the shard."""
 
     q_words: np.ndarray
     q_labels: np.ndarray
@@ -678,6 +684,7 @@ class _ShardTask:
     cuts: np.ndarray | None = None
     off_all: np.ndarray | None = None
     off_rel: np.ndarray | None = None
+    reach: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -694,7 +701,7 @@ def _shard_histograms(task: _ShardTask) -> tuple[np.ndarray, np.ndarray]:
 
 def _shard_ranks(task: _ShardTask) -> tuple[np.ndarray, np.ndarray]:
     _, _, rel_at_cut, acc = _rank_pass(task.q_words, task.q_labels, task.single_label, task.db_words(),
-                                       task.db_labels, task.cuts, task.off_all, task.off_rel)
+                                       task.db_labels, task.cuts, task.off_all, task.off_rel, task.reach)
     return rel_at_cut, acc
 
 
@@ -736,8 +743,10 @@ def _scan_shards(query: _Data, tasks: list[_ShardTask], cuts: np.ndarray, map_fn
     off_rel = np.cumsum(rel_hist, axis=1) - rel_hist
     second = []
     for task, (h, r) in zip(tasks, hists):
+        # Each query's farthest item in this shard (the largest distance for an empty shard).
+        reach = h.shape[1] - 1 - np.argmax(h[:, ::-1] > 0, axis=1)
         second.append(_ShardTask(task.q_words, task.q_labels, task.single_label, task.codes, task.db_labels,
-                                 cuts, off_all.copy(), off_rel.copy()))
+                                 cuts, off_all.copy(), off_rel.copy(), reach))
         off_all += h
         off_rel += r
     if cuts.size == 0:                                    # histograms are all the radius curve needs

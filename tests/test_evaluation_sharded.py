@@ -192,3 +192,28 @@ def test_curves_over_shards_equal_one_pass(labels_kind):
         ev.pr_curve_by_radius_sharded(q, yq, shards, n_bits=17)
     with pytest.raises(ValueError, match="ns is empty"):
         ev.precision_at_n_sharded(q, yq, shards, ns=())
+
+
+@pytest.mark.parametrize("map_all", [True, False])
+def test_second_pass_prunes_only_where_an_item_lies_beyond_the_radius(monkeypatch, map_all):
+    # With map_all the last cut is the whole database, so a shard's radius (from the global offsets) only
+    # stops short of the largest distance where the shard has no item: nothing to prune, and the pass
+    # must take the unpruned kernel, which records every relevant item faster than the class lists. The
+    # pruned passes go to the class lists (`_class_scan_kernel` with ranks).
+    rng = np.random.default_rng(3)
+    protos = rng.random((3, 64)) < 0.5
+    y = rng.integers(0, 3, 2016)
+    codes = np.packbits(protos[y] ^ (rng.random((2016, 64)) < 0.1), axis=1, bitorder="little")
+    q, yq, db, ydb = codes[:16], y[:16], codes[16:], y[16:]
+    want = ev.evaluate(q, db, yq, ydb, topk=50, map_all=map_all)
+    pruned = []
+    original = ev._class_scan_kernel
+
+    def spy(n_words, ranks):
+        pruned.append(ranks)
+        return original(n_words, ranks)
+
+    monkeypatch.setattr(ev, "_class_scan_kernel", spy)
+    shards = [(db[a:b], ydb[a:b]) for a, b in split(2000, [700, 600, 700])]
+    assert ev.evaluate_sharded(q, yq, shards, topk=50, map_all=map_all) == want
+    assert any(pruned) != map_all

@@ -42,12 +42,14 @@ CI_SHAPE = {"n_query": 200, "n_db": 1_000_000, "n_bits": 64, "n_classes": 10, "t
 # The issue's targets for the scale case (one thread).
 MIN_COMPARISONS_PER_S = 1.5e9
 MAX_OVER_FAISS = 1.0
-# The CI gates at CI_SHAPE (tests/benchmarks/test_evaluation_speed.py). The engine against faiss is a
-# regression line (1.1x measured on the loaded development machine), looser than the scale target above,
-# which the engine does not meet (README). The sharded path scans each shard twice (histograms, then
-# ranks): 1.3-1.8x one pass measured there; the line leaves room for the noise of a busy machine.
-MAX_CI_OVER_FAISS = 1.5
-MAX_SHARDED_OVER_ONE_PASS = 2.5
+# The CI gates at CI_SHAPE (tests/benchmarks/test_evaluation_speed.py), both regression lines with room
+# for the noise of a busy machine. The engine (every metric, map_all included) against faiss: 0.81-0.82x
+# measured on the Intel development machine on 2026-12-02 (1.1x before that day's kernel changes); faiss
+# is slower on the AMD machines, so the ratio is lower there. The sharded path scans each shard twice
+# (histograms, then ranks): 1.39-1.47x one pass measured the same day, after its second pass stopped
+# taking the class-list kernel when nothing can be pruned (2.2-2.6x before, under the former 2.5 line).
+MAX_CI_OVER_FAISS = 1.2
+MAX_SHARDED_OVER_ONE_PASS = 2.0
 
 
 def write_database(folder: Path, n_query: int, n_db: int, n_bits: int, n_classes: int, *, flip: float = 0.3,
