@@ -202,6 +202,24 @@ def test_without_map_all_the_pruned_pass_equals_the_full_one_and_the_reference(n
     assert_metrics_match(full, ref_metrics(q, db, yq_multi, ydb_multi, 50))
 
 
+# The terms beyond the first cut are summed per chunk of ev._TERM_CHUNK while in cache. With every item
+# relevant, a query has exactly n_db - topk of them: one short of a chunk, exactly one, one over, two.
+# A lost or repeated chunk moves map_all off 1 and the relevant counts off the histogram's.
+@pytest.mark.parametrize("extra", [-1, 0, 1, 2048])
+def test_last_cut_terms_summed_chunk_by_chunk_match_reference(extra):
+    rng = np.random.default_rng(extra + 5)
+    topk = 10
+    n_db = topk + ev._TERM_CHUNK + extra
+    q, db = random_codes(rng, 3, 16), random_codes(rng, n_db, 16)
+    yq, ydb = np.zeros(3, dtype=np.int64), np.zeros(n_db, dtype=np.int64)
+    got = ev.evaluate(q, db, yq, ydb, topk=topk)
+    assert got["map_all"] == 1.0
+    assert_metrics_match(got, ref_metrics(q, db, yq, ydb, topk))
+    # A second class in the database's last quarter, so that the terms differ from 1.
+    ydb[-n_db // 4:] = 1
+    assert_metrics_match(ev.evaluate(q, db, yq, ydb, topk=topk), ref_metrics(q, db, yq, ydb, topk))
+
+
 @pytest.mark.parametrize("ids", ["small", "negative", "wide", "unsigned"])
 def test_one_class_groups_without_map_all_whatever_the_class_ids(ids):
     """Groups of one class take the class-list pass (`_class_scan_kernel`): class ids of any range, query
