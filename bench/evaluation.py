@@ -71,9 +71,11 @@ _BOUND_EVERY = 4096
 # Terms of the last cut summed per chunk, so that each query's records are read once (see `_finish_query`).
 _TERM_CHUNK = 2048
 # Exact sums: each term in (0, 1] is added as the integer term * 2**92 to a 128-bit accumulator; for
-# terms of at least 2**-39 (ranks below 2**39) the scaled float64 is an integer, so no bit is lost.
+# terms of at least 2**-39 (ranks below 2**39) the scaled float64 is an integer, so no bit is lost. A
+# query's sum at a cut has at most N terms of at most 2**92, so it stays below 2**128 for N below 2**36
+# (about 6.9e10 items): the database limit.
 _FIXED_POINT_BITS = 92
-_MAX_DB_ITEMS = 1 << 39
+_MAX_DB_ITEMS = 1 << 36
 # Harmonic gaps are summed term by term below this index and from the asymptotic series above it.
 _HARMONIC_DIRECT = 64
 

@@ -220,6 +220,22 @@ def test_last_cut_terms_summed_chunk_by_chunk_match_reference(extra):
     assert_metrics_match(ev.evaluate(q, db, yq, ydb, topk=topk), ref_metrics(q, db, yq, ydb, topk))
 
 
+def test_database_size_limit_keeps_the_128_bit_sums_exact_and_from_overflowing(monkeypatch):
+    # A query's AP sum at a cut has at most N terms in (0, 1], each added as term * 2**92 to 128 bits.
+    n_max = ev._MAX_DB_ITEMS - 1
+    assert n_max * 2 ** ev._FIXED_POINT_BITS < 2 ** 128
+    # The smallest term, 1 / N, scaled keeps all 53 significant bits above the fixed point.
+    assert math.frexp(1 / n_max)[1] - 53 + ev._FIXED_POINT_BITS >= 0
+    rng = np.random.default_rng(0)
+    q, db = random_codes(rng, 2, 8), random_codes(rng, 10, 8)
+    y = np.zeros(10, dtype=np.int64)
+    monkeypatch.setattr(ev, "_MAX_DB_ITEMS", 10)
+    with pytest.raises(ValueError, match="exact sums support fewer than 10"):
+        ev.evaluate(q, db, y[:2], y)
+    with pytest.raises(ValueError, match="exact sums support fewer than 10"):
+        ev.evaluate_sharded(q, y[:2], [(db[:5], y[:5]), (db[5:], y[5:])])
+
+
 @pytest.mark.parametrize("ids", ["small", "negative", "wide", "unsigned"])
 def test_one_class_groups_without_map_all_whatever_the_class_ids(ids):
     """Groups of one class take the class-list pass (`_class_scan_kernel`): class ids of any range, query
