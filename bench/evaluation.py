@@ -855,29 +855,8 @@ def _float_bits(typingctx, x):
 _SIGNIFICAND = np.uint64((1 << 52) - 1)
 _IMPLICIT_BIT = np.uint64(1 << 52)
 _SHIFT_BIAS = np.uint64(1075 - _FIXED_POINT_BITS)
-# The vectorised sum adds 32-bit limbs into 64-bit sums: at most 2**32 terms (`_TERM_CHUNK` per call).
+# `_add_terms` adds 32-bit limbs into 64-bit sums: at most 2**32 terms (`_TERM_CHUNK` per call).
 _LOW_LIMB = np.uint64(0xFFFFFFFF)
-
-
-# error_model="numpy": no zero-division check (ranks start at 1), which would keep the loop scalar.
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _limb_sums(ranks, rel_ranks, start, stop):
-    """Sums of the terms ``rel_ranks[t] / ranks[t]`` for ``start <= t < stop`` (fewer than 2**32) as
-    ``term * 2**92`` split into limbs: bits 0-31, bits 32-63 and bits 64 and up, each summed in a
-    ``uint64`` that cannot overflow. No branch, so the compiler vectorises the loop."""
-    one = np.uint64(1)
-    low32 = np.uint64(0)
-    mid32 = np.uint64(0)
-    high = np.uint64(0)
-    for t in range(start, stop):
-        bits = _float_bits(np.float64(rel_ranks[t]) / np.float64(ranks[t]))
-        significand = (bits & _SIGNIFICAND) | _IMPLICIT_BIT
-        shift = (bits >> np.uint64(52)) - _SHIFT_BIAS
-        low_add = significand << shift
-        low32 += low_add & _LOW_LIMB
-        mid32 += low_add >> np.uint64(32)
-        high += (significand >> one) >> (np.uint64(63) - shift)
-    return low32, mid32, high
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -948,11 +927,25 @@ def _finish_query(n_rec, positions, rel_positions, hist, rel_hist, cuts, rel_at_
     rel_at_cut[last] += m
 
 
-@numba.njit(cache=True, nogil=True)
+# error_model="numpy": no zero-division check (ranks start at 1), which would keep the loop scalar.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _add_terms(terms, m, acc):
-    """Add the terms ``terms[1, t] / terms[0, t]`` for ``t < m`` (``m`` below 2**32) to the 128-bit sum
-    ``acc`` (``uint64`` high and low words) with `_limb_sums`."""
-    low32, mid32, high = _limb_sums(terms[0], terms[1], 0, m)
+    """Add the terms ``terms[1, t] / terms[0, t]`` (relevant rank / rank) for ``t < m`` (``m`` below 2**32)
+    to the 128-bit sum ``acc`` (``uint64`` high and low words). Each ``term * 2**92`` is split into limbs,
+    bits 0-31, bits 32-63 and bits 64 and up, each summed in a ``uint64`` that cannot overflow below
+    2**32 terms; no branch, so the compiler vectorises the loop."""
+    one = np.uint64(1)
+    low32 = np.uint64(0)
+    mid32 = np.uint64(0)
+    high = np.uint64(0)
+    for t in range(m):
+        bits = _float_bits(np.float64(terms[1, t]) / np.float64(terms[0, t]))
+        significand = (bits & _SIGNIFICAND) | _IMPLICIT_BIT
+        shift = (bits >> np.uint64(52)) - _SHIFT_BIAS
+        low_add = significand << shift
+        low32 += low_add & _LOW_LIMB
+        mid32 += low_add >> np.uint64(32)
+        high += (significand >> one) >> (np.uint64(63) - shift)
     # low32 + mid32 * 2**32 + high * 2**64 as a 128-bit (high, low) pair
     low = low32 + (mid32 << np.uint64(32))
     high += (mid32 >> np.uint64(32)) + np.uint64(low < low32)
