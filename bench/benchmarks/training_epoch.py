@@ -27,13 +27,12 @@ A new torch method adds its bare loop to `BARE_LOOPS` (the test fails for a torc
 """
 from __future__ import annotations
 
-import gc
-import math
 import sys
-import time
 from typing import Callable
 
 import numpy as np
+
+from bench.benchmarks.timing import timed
 
 MAX_RATIO = 1.3
 N_TRAIN, N_FEATURES, N_BITS, N_TAGS, N_VIEWS, N_AUG_VIEWS = 5000, 1280, 64, 1000, 4, 8
@@ -308,10 +307,10 @@ def measure(method: str, *, rounds: int = 5, seed: int = 0) -> dict:
         for _ in range(rounds):
             for who, name in round_order(order_rng, steps):
                 if who == "fit":
-                    model, took = _timed(lambda: cls(**params[name]).fit(X, **fit_side))
+                    model, took = timed(lambda: cls(**params[name]).fit(X, **fit_side))
                     steps.setdefault(name, _steps(method, model))
                 else:
-                    _, took = _timed(lambda: loop(X, side, steps[name], params[name]))
+                    _, took = timed(lambda: loop(X, side, steps[name], params[name]))
                 times[f"{who}_{name}"].append(took)
     finally:
         torch.set_num_threads(before)
@@ -342,20 +341,6 @@ def estimate(times: dict[str, list[float]], span: float) -> dict:
     return {"fit_epoch_s": float(np.median(fit_epoch)), "bare_epoch_s": float(np.median(bare_epoch)),
             "ratio": float(np.median(paired)), "paired_ratios": paired, "best_ratio": float(best_ratio),
             "fixed_s": float(np.median(fixed)), "times_s": times}
-
-
-def _timed(fn: Callable):
-    """``(fn(), seconds)``, with the garbage collector collected before and off during the call."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - t0
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,6 @@ ONNX Runtime where whole passes measured 3.13 after the same benchmarks.)
 """
 from __future__ import annotations
 
-import gc
 import shutil
 import time
 
@@ -32,6 +31,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch")
 
+from bench.benchmarks.timing import timed  # noqa: E402
 from hashbench.datasets.base import Dataset  # noqa: E402
 from hashbench.datasets.features import compute_features  # noqa: E402
 from hashbench.datasets.features.backbone import Backbone, auto_batch_size  # noqa: E402
@@ -97,7 +97,7 @@ def test_extraction_throughput_against_a_bare_torch_loop(benchmark, tmp_path, mo
     rounds = ROUNDS if threads in GATED_THREADS else 2
     for _ in range(rounds):
         for name in order.permutation(list(sides)):
-            outputs[name], took = _timed(sides[name])
+            outputs[name], took = timed(sides[name])
             times[name].append(took)
     # The cold-cache call (block files written and fsync'ed, a lock, two small JSON files) is timed once,
     # apart: its disk cost is a constant per call, ~0.01 s here but up to ~0.5 s on a slow CI disk (inferred:
@@ -125,17 +125,3 @@ def test_extraction_throughput_against_a_bare_torch_loop(benchmark, tmp_path, mo
         return
     assert ratio >= MIN_RATIO[runtime], (f"extraction with {runtime} reaches {ratio:.2f}x a bare torch loop's "
                                          f"throughput (at least {MIN_RATIO[runtime]}x expected): passes {times}")
-
-
-def _timed(fn):
-    """``(fn(), seconds)``, with the garbage collector collected before and off during the call."""
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - t0
-    finally:
-        if was_enabled:
-            gc.enable()
